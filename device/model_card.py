@@ -1,0 +1,101 @@
+"""`model.json`: the contract between the workstation and the device. The device owns its schema.
+
+Written by `train-edge`/`export-edge` beside `model.tflite`; read by the runner, which refuses a model
+whose sha256 does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.errors import ModelError
+from device.preprocess import PREPROCESSING_ID
+
+SCHEMA_VERSION = 1
+# Higher score = more like the label. The daemon says "present" when score >= threshold.
+SCORE_DIRECTION = "higher_is_label"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    label: str
+    image_size: int
+    threshold: float
+    sha256: str
+    backbone: str = "efficientnet_lite0"
+    colour_order: str = "RGB"
+    input_dtype: str = "uint8"
+    preprocessing: str = PREPROCESSING_ID
+    score_direction: str = SCORE_DIRECTION
+    schema_version: int = SCHEMA_VERSION
+    # Free-form sections written by training/export; the device only reads the fields above.
+    calibration: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    score: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model.json") -> ModelCard:
+        known = set(cls.__dataclass_fields__)
+        missing = [k for k in ("label", "image_size", "threshold", "sha256") if k not in data]
+        if missing:
+            raise ModelError(f"{source}: missing key(s) {', '.join(missing)}; re-export the model with export-edge")
+        card = cls(**{k: v for k, v in data.items() if k in known})
+        if card.schema_version > SCHEMA_VERSION:
+            raise ModelError(f"{source}: schema_version {card.schema_version} is newer than this device "
+                             f"understands ({SCHEMA_VERSION}); upgrade edge-device")
+        if card.preprocessing != PREPROCESSING_ID:
+            raise ModelError(f"{source}: preprocessing '{card.preprocessing}' differs from this device's "
+                             f"'{PREPROCESSING_ID}'; re-export the model or upgrade edge-device")
+        if card.score_direction != SCORE_DIRECTION:
+            raise ModelError(f"{source}: unknown score_direction '{card.score_direction}'")
+        return card
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ModelError(f"{path}: model.json not found; copy it beside model.tflite") from exc
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: unreadable model.json ({exc}); copy it again from the training machine") from exc
+        return cls.from_dict(data, str(path))
+
+
+def card_path_for(model_path: str | Path) -> Path:
+    """model.json lives beside model.tflite."""
+    return Path(model_path).with_name("model.json")
+
+
+def load_verified(model_path: str | Path) -> ModelCard:
+    """Load model.json beside `model_path` and check the model file's hash against it."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ModelError(f"{model_path}: model file not found; set [model] path or copy model.tflite there")
+    card = ModelCard.load(card_path_for(model_path))
+    actual = sha256_file(model_path)
+    if actual != card.sha256:
+        raise ModelError(f"{model_path}: sha256 {actual[:12]}… does not match model.json ({card.sha256[:12]}…); "
+                         "copy model.tflite and model.json from the same export")
+    return card

@@ -1,0 +1,96 @@
+"""The TFLite runner: loads an int8 model through the lightest interpreter available and scores images.
+
+Interpreter order: ai-edge-litert (maintained; works with NumPy 2), tflite_runtime, tensorflow.lite.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import ModelError
+from device.model_card import ModelCard, load_verified
+from device.preprocess import Roi, preprocess, preprocess_tiles
+
+log = logging.getLogger(__name__)
+
+
+def _interpreter_class() -> tuple[Callable, str]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf  # type: ignore[import-not-found]
+
+        return tf.lite.Interpreter, "tensorflow.lite"
+    except ImportError as exc:
+        raise ModelError("no TFLite interpreter found; pip install ai-edge-litert") from exc
+
+
+class Runner:
+    """Scores preprocessed RGB uint8 images with a hash-checked int8 model. Higher score = more like the label."""
+
+    def __init__(self, model_path: str | Path, threads: int = 2, verify: bool = True) -> None:
+        self.model_path = Path(model_path)
+        if verify:
+            self.card: ModelCard | None = load_verified(self.model_path)
+        else:
+            self.card = None
+        cls, self.backend = _interpreter_class()
+        try:
+            self._interp = cls(model_path=str(self.model_path), num_threads=int(threads))
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.model_path}: not a loadable TFLite model ({exc})") from exc
+        inp = self._interp.get_input_details()[0]
+        out = self._interp.get_output_details()[0]
+        self._in_index, self._in_dtype = inp["index"], inp["dtype"]
+        self._in_scale, self._in_zero = inp.get("quantization", (0.0, 0))
+        self._out_index, self._out_dtype = out["index"], out["dtype"]
+        self._out_scale, self._out_zero = out.get("quantization", (0.0, 0))
+        self.input_size = int(inp["shape"][1])
+        if self.card is not None and self.card.image_size != self.input_size:
+            raise ModelError(f"{self.model_path}: input is {self.input_size}px but model.json says "
+                             f"{self.card.image_size}px; copy both files from the same export")
+        log.debug("loaded %s with %s (%d threads)", self.model_path, self.backend, threads)
+
+    def _to_input(self, image: np.ndarray) -> np.ndarray:
+        if self._in_dtype == np.uint8:
+            x = image
+        elif self._in_dtype == np.int8:
+            scale = self._in_scale or 1.0
+            q = np.round(image.astype(np.float32) / scale + self._in_zero)
+            x = np.clip(q, -128, 127).astype(np.int8)
+        else:
+            x = image.astype(np.float32)
+        return x[None, ...]
+
+    def score_input(self, image: np.ndarray) -> float:
+        """Score one already-preprocessed (size, size, 3) RGB uint8 image."""
+        self._interp.set_tensor(self._in_index, self._to_input(image))
+        self._interp.invoke()
+        y = self._interp.get_tensor(self._out_index).reshape(-1)[0]
+        if self._out_dtype in (np.int8, np.uint8) and self._out_scale:
+            return float((float(y) - self._out_zero) * self._out_scale)
+        return float(y)
+
+    def score_frame(self, frame: np.ndarray, roi: Roi | None = None, tiles: bool = False) -> float:
+        """Score a raw RGB frame through the one preprocessing function; with tiles the best tile wins."""
+        if tiles:
+            return max(self.score_input(t) for t in preprocess_tiles(frame, self.input_size, roi))
+        return self.score_input(preprocess(frame, self.input_size, roi))
+
+    def score_many(self, frames: Sequence[np.ndarray], roi: Roi | None = None, tiles: bool = False) -> np.ndarray:
+        return np.array([self.score_frame(f, roi, tiles) for f in frames], dtype=np.float64)
