@@ -1,0 +1,25 @@
+"""The one wrapper every console script runs in: user-fixable errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from device.errors import EdgeError
+
+
+def setup_logging(level: str | int = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def run_main(prog: str, fn: Callable[[], int | None]) -> int:
+    """Run `fn`; an EdgeError prints as `prog: message` (no traceback) and returns its exit code."""
+    try:
+        return int(fn() or 0)
+    except EdgeError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,35 @@
+"""`export-edge MODEL_DIR`: re-run the int8 export of a trained model directory."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from device.cli_main import run_main, setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="export-edge", description="Convert a train-edge model folder to an int8 "
+                                "TFLite model, prove it scores like the float one, and calibrate its threshold.")
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    p.add_argument("--out", type=Path, metavar="FILE", help="TFLite file to write (default MODEL_DIR/model.tflite); "
+                   "model.json is written beside it")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    setup_logging()
+
+    def job() -> int:
+        from export.pipeline import export_model
+
+        card = export_model(args.model_dir, args.out)
+        print(f"int8 model: threshold {card.threshold:.5g}, float/int8 Spearman "
+              f"{card.parity['spearman_float_vs_int8']:.4f}")
+        return 0
+
+    return run_main("export-edge", job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

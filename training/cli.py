@@ -1,0 +1,58 @@
+"""`train-edge DOGS_DIR`: the workstation command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from device.cli_main import run_main, setup_logging
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="train-edge",
+        description="Train a one-class detector from a folder of photos of one thing, and export an int8 TFLite "
+                    "model for the Raspberry Pi.")
+    p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of photos of the one thing (recursive)")
+    p.add_argument("--out", type=Path, help="output folder (default ./<label>-model/)")
+    p.add_argument("--label", help="what the model detects (default: the folder's name)")
+    p.add_argument("--background", type=Path, metavar="DIR",
+                   help="optional negatives, e.g. frames of the empty scene from the camera that will run it")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "none"],
+                   help="frozen pretrained feature extractor; 'none' = plain pixel autoencoder baseline")
+    p.add_argument("--image-size", type=int, help="model input size in pixels (default 224; 64 for --backbone none)")
+    p.add_argument("--epochs", type=int, help="autoencoder epochs (default 60; 30 for --backbone none)")
+    p.add_argument("--target-recall", type=float, default=0.95,
+                   help="share of the label's validation images the threshold must keep (default 0.95)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if not 0.0 < args.target_recall <= 1.0:
+        p.error("--target-recall must be in (0, 1]")
+    if args.image_size is not None and not 32 <= args.image_size <= 512:
+        p.error("--image-size must be between 32 and 512")
+    if args.epochs is not None and args.epochs < 1:
+        p.error("--epochs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    setup_logging()
+
+    def job() -> int:
+        from training.train import TrainOptions, train
+
+        out = train(TrainOptions(images=args.images, out=args.out, label=args.label, background=args.background,
+                                 backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
+                                 target_recall=args.target_recall, seed=args.seed))
+        print(f"model written to {out}/ (model.tflite, model.json, report.html)")
+        return 0
+
+    return run_main("train-edge", job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Finding, validating, de-duplicating and splitting the user's image folder, and streaming it in batches.
+
+Images are decoded and preprocessed by the device's own code (`device.image_io`, `device.preprocess`),
+so training sees frames exactly as the Pi will. Nothing holds the whole folder in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import DataError, ImageError
+from device.image_io import list_images, load_rgb
+from device.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+MIN_IMAGES = 20
+
+
+@dataclass
+class ImageSet:
+    """The usable images of one folder, plus what was dropped and why."""
+
+    root: Path
+    paths: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    duplicates: list[Path] = field(default_factory=list)
+
+
+def scan_folder(root: str | Path, min_images: int = MIN_IMAGES, what: str = "images") -> ImageSet:
+    """List, validate and de-duplicate the images under `root`.
+
+    Every file is decoded once here, so a corrupt file is named now and not halfway through training.
+    Exact duplicates (same decoded pixels) are dropped: they would inflate the memory bank and leak
+    between the training and validation splits.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: folder not found; pass the folder that holds your {what}")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; pass the folder that holds your {what}")
+    candidates = list_images(root)
+    seen: dict[str, Path] = {}
+    result = ImageSet(root=root, paths=[])
+    try:
+        from tqdm import tqdm
+
+        iterator = tqdm(candidates, desc=f"checking {what}", unit="img", leave=False, disable=len(candidates) < 50)
+    except ImportError:  # tqdm is in the train extra; scanning also works without it
+        iterator = candidates
+    for path in iterator:
+        try:
+            rgb = load_rgb(path)
+        except ImageError as exc:
+            result.skipped.append((path, str(exc)))
+            continue
+        digest = hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+        if digest in seen:
+            result.duplicates.append(path)
+            continue
+        seen[digest] = path
+        result.paths.append(path)
+    for path, why in result.skipped:
+        log.warning("skipped %s", why if str(path) in why else f"{path}: {why}")
+    if result.skipped:
+        log.warning("skipped %d unreadable file(s) in %s", len(result.skipped), root)
+    if result.duplicates:
+        log.info("dropped %d duplicate image(s) in %s", len(result.duplicates), root)
+    if len(result.paths) < min_images:
+        raise DataError(f"{root}: only {len(result.paths)} usable {what} found (need at least {min_images}); "
+                        "add more jpg/jpeg/png/bmp/webp files")
+    return result
+
+
+def split(paths: Sequence[Path], val_fraction: float, seed: int, min_val: int = 10) -> tuple[list[Path], list[Path]]:
+    """Seeded shuffle, then hold out `val_fraction` (at least `min_val`) for validation."""
+    order = np.random.default_rng(seed).permutation(len(paths))
+    n_val = max(min_val, int(round(len(paths) * val_fraction)))
+    n_val = min(n_val, len(paths) - min_val)
+    val = [paths[i] for i in sorted(order[:n_val])]
+    train = [paths[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def iter_batches(paths: Sequence[Path], size: int, batch_size: int = 32,
+                 augment: bool = False) -> Iterator[np.ndarray]:
+    """Yield (n, size, size, 3) uint8 batches through the device's preprocessing; `augment` adds mirrors."""
+    batch: list[np.ndarray] = []
+    for path in paths:
+        img = preprocess(load_rgb(path), size)
+        batch.append(img)
+        if augment:
+            batch.append(img[:, ::-1])
+        if len(batch) >= batch_size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)

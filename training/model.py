@@ -1,0 +1,134 @@
+"""The Keras model that becomes `model.tflite`: image -> frozen backbone -> embedding -> score.
+
+Score (higher = more like the label):
+    w_knn * max_i <e, b_i>  -  w_ae * mean((AE(e) - e)^2)  +  bias
+where e is the L2-normalised embedding, b_i the coreset bank of training embeddings (kept inside the
+graph as a frozen Dense layer, so nearest-neighbour search is one int8 matmul + max), and AE a small
+dense autoencoder trained on the label's embeddings only. `w_*` standardise each term on the training
+images so neither dominates by scale. Everything is standard Keras layers so the converter can make a
+full-integer int8 model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+BACKBONES = ("efficientnet_lite0", "none")
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+@dataclass
+class ScoreWeights:
+    """Constants of the final combination; recorded in model.json so a score can be explained."""
+
+    w_knn: float
+    w_ae: float
+    bias: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"w_knn": self.w_knn, "w_ae": self.w_ae, "bias": self.bias}
+
+
+def build_embedder(backbone: str, image_size: int) -> keras.Model:
+    """Pixels (float 0..255, RGB) -> L2-normalised embedding, frozen."""
+    if backbone != "efficientnet_lite0":
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    from training.efficientnet_lite import build_efficientnet_lite0
+
+    net = build_efficientnet_lite0(image_size=image_size, head="logits", weights=True)
+    net.trainable = False
+    inp = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
+    e = net(inp, training=False)
+    e = keras.layers.UnitNormalization(name="embedding")(e)
+    model = keras.Model(inp, e, name="embedder")
+    model.trainable = False
+    return model
+
+
+def build_embedding_autoencoder(dim: int, hidden: int = 256, code: int = 32, seed: int = 0) -> keras.Model:
+    """Small dense autoencoder over embeddings; trained on the label only."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inp = keras.Input((dim,), name="embedding_in")
+    x = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init, name="ae_enc1")(inp)
+    x = keras.layers.Dense(code, activation="relu", kernel_initializer=init, name="ae_code")(x)
+    x = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init, name="ae_dec1")(x)
+    out = keras.layers.Dense(dim, kernel_initializer=init, name="ae_out")(x)
+    return keras.Model(inp, out, name="embedding_autoencoder")
+
+
+def build_scorer(embedder: keras.Model, bank: np.ndarray, autoencoder: keras.Model,
+                 weights: ScoreWeights) -> keras.Model:
+    """One model, one score per image: the graph the device runs."""
+    size = embedder.input_shape[1]
+    inp = keras.Input((size, size, 3), dtype="float32", name="image")
+    e = embedder(inp)
+    sims = keras.layers.Dense(len(bank), use_bias=False, trainable=False, name="bank")(e)
+    nearest = keras.layers.GlobalMaxPooling1D(name="nearest")(keras.layers.Reshape((-1, 1), name="bank_col")(sims))
+    recon = autoencoder(e)
+    diff = keras.layers.Subtract(name="ae_diff")([recon, e])
+    sq = keras.layers.Multiply(name="ae_sq")([diff, diff])
+    err = keras.layers.GlobalAveragePooling1D(name="ae_err")(keras.layers.Reshape((-1, 1))(sq))
+    both = keras.layers.Concatenate(name="terms")([nearest, err])
+    score = keras.layers.Dense(1, trainable=False, name="score")(both)
+    model = keras.Model(inp, score, name="scorer")
+    model.get_layer("bank").set_weights([bank.T.astype(np.float32)])
+    model.get_layer("score").set_weights([np.array([[weights.w_knn], [-weights.w_ae]], np.float32),
+                                          np.array([weights.bias], np.float32)])
+    return model
+
+
+def nearest_similarity(e: np.ndarray, bank: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """max_i <e, b_i> for each row of e; with exclude_self, rows of e are the bank and self-matches are skipped."""
+    sims = e @ bank.T
+    if exclude_self:
+        np.fill_diagonal(sims, -np.inf)
+    return sims.max(axis=1)
+
+
+def reconstruction_error(autoencoder: keras.Model, e: np.ndarray) -> np.ndarray:
+    recon = autoencoder.predict(e, batch_size=256, verbose=0)
+    return np.mean((recon - e) ** 2, axis=1)
+
+
+def fit_weights(knn_train: np.ndarray, err_train: np.ndarray, knn_weight: float = 1.0,
+                ae_weight: float = 1.0) -> ScoreWeights:
+    """Standardise each term on the training images (leave-one-out similarity, reconstruction error)."""
+    sk = float(np.std(knn_train)) or 1.0
+    se = float(np.std(err_train)) or 1.0
+    w_knn, w_ae = knn_weight / sk, ae_weight / se
+    bias = -(w_knn * float(np.mean(knn_train)) - w_ae * float(np.mean(err_train)))
+    return ScoreWeights(w_knn=w_knn, w_ae=w_ae, bias=bias)
+
+
+def build_pixel_autoencoder(image_size: int, seed: int = 0) -> tuple[keras.Model, keras.Model]:
+    """The `--backbone none` baseline: convolutional autoencoder on pixels.
+
+    Returns (trainable autoencoder on [0,1] images, scorer taking 0..255 pixels and returning
+    -mean squared reconstruction error, so higher = more like the label as for every model).
+    UpSampling2D + Conv2D instead of Conv2DTranspose: XNNPACK accelerates the former in int8.
+    """
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inp = keras.Input((image_size, image_size, 3), name="unit_pixels")
+    x = inp
+    for i, f in enumerate((16, 32, 64)):
+        x = keras.layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", kernel_initializer=init,
+                                name=f"enc{i}")(x)
+    for i, f in enumerate((64, 32, 16)):
+        x = keras.layers.UpSampling2D(name=f"up{i}")(x)
+        x = keras.layers.Conv2D(f, 3, padding="same", activation="relu", kernel_initializer=init, name=f"dec{i}")(x)
+    out = keras.layers.Conv2D(3, 3, padding="same", activation="sigmoid", kernel_initializer=init, name="recon")(x)
+    ae = keras.Model(inp, out, name="pixel_autoencoder")
+
+    img = keras.Input((image_size, image_size, 3), dtype="float32", name="image")
+    unit = keras.layers.Rescaling(1.0 / 255.0, name="to_unit")(img)
+    rec = ae(unit)
+    diff = keras.layers.Subtract(name="px_diff")([rec, unit])
+    sq = keras.layers.Multiply(name="px_sq")([diff, diff])
+    mse = keras.layers.GlobalAveragePooling2D(name="px_mse_c")(sq)
+    mse = keras.layers.Dense(1, use_bias=False, trainable=False, name="score")(mse)
+    scorer = keras.Model(img, mse, name="pixel_scorer")
+    scorer.get_layer("score").set_weights([np.full((3, 1), -1.0 / 3.0, np.float32)])
+    return ae, scorer

@@ -1,0 +1,169 @@
+"""`train-edge`: a folder of one label's photos in, a calibrated int8 model directory out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import DataError
+from training.dataset import ImageSet, iter_batches, scan_folder, split
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_SIZE = {"efficientnet_lite0": 224, "none": 64}
+TRAINING_META = "training.json"
+KERAS_MODEL = "model.keras"
+
+
+@dataclass
+class TrainOptions:
+    images: Path
+    out: Path | None = None
+    label: str | None = None
+    background: Path | None = None
+    backbone: str = "efficientnet_lite0"
+    image_size: int | None = None
+    epochs: int | None = None
+    target_recall: float = 0.95
+    seed: int = 0
+    val_fraction: float = 0.2
+    bank_size: int = 1024
+    augment: bool = True
+
+    def resolved(self) -> TrainOptions:
+        label = self.label or Path(self.images).resolve().name
+        return TrainOptions(**{**asdict(self),
+                               "label": label,
+                               "out": Path(self.out) if self.out else Path(f"./{label}-model"),
+                               "image_size": self.image_size or DEFAULT_IMAGE_SIZE[self.backbone],
+                               "epochs": self.epochs or (60 if self.backbone != "none" else 30)})
+
+
+@dataclass
+class TrainingMeta:
+    """Everything export-edge needs to run alone: which files trained, which validate, how."""
+
+    label: str
+    backbone: str
+    image_size: int
+    target_recall: float
+    seed: int
+    train: list[str]
+    val: list[str]
+    background_train: list[str] = field(default_factory=list)
+    background_val: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    loss: list[float] = field(default_factory=list)
+    score_terms: dict = field(default_factory=dict)
+    bank_size: int = 0
+    train_seconds: float = 0.0
+    created_at: str = ""
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainingMeta:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _fit_embedding_model(opts: TrainOptions, train: list[Path], bg_train: list[Path]):
+    import keras
+
+    from training.coreset import greedy_coreset
+    from training.embed import embed_paths
+    from training.model import (
+        build_embedder,
+        build_embedding_autoencoder,
+        build_scorer,
+        fit_weights,
+        nearest_similarity,
+        reconstruction_error,
+    )
+    from training.progress import EpochBar
+
+    keras.utils.set_random_seed(opts.seed)
+    embedder = build_embedder(opts.backbone, opts.image_size)
+    emb = embed_paths(embedder, train, opts.image_size, desc=f"embedding {opts.label}", augment=opts.augment)
+    n_unique = len(train)
+    # The bank holds original images only (mirrors train the autoencoder); a coreset bounds its size.
+    originals = emb[0::2] if opts.augment else emb
+    idx = greedy_coreset(originals, min(opts.bank_size, n_unique), seed=opts.seed)
+    bank = originals[idx]
+    ae = build_embedding_autoencoder(emb.shape[1], seed=opts.seed)
+    ae.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    hist = ae.fit(emb, emb, epochs=opts.epochs, batch_size=32, shuffle=True, verbose=0,
+                  callbacks=[EpochBar(opts.epochs, "training autoencoder")])
+    knn_train = nearest_similarity(originals, originals, exclude_self=True)
+    err_train = reconstruction_error(ae, originals)
+    weights = fit_weights(knn_train, err_train)
+    scorer = build_scorer(embedder, bank, ae, weights)
+    terms = {"formula": "w_knn * max_i <e, bank_i> - w_ae * mean((AE(e) - e)^2) + bias",
+             "embedding": "L2-normalised ImageNet logits of the backbone", **weights.as_dict()}
+    return scorer, [float(v) for v in hist.history["loss"]], terms, len(bank)
+
+
+def _fit_pixel_model(opts: TrainOptions, train: list[Path]):
+    import keras
+
+    from training.model import build_pixel_autoencoder
+    from training.progress import EpochBar
+
+    keras.utils.set_random_seed(opts.seed)
+    ae, scorer = build_pixel_autoencoder(opts.image_size, seed=opts.seed)
+    # 64 px images are small: the batches of one epoch fit easily (20,000 images = 245 MB).
+    x = np.concatenate(list(iter_batches(train, opts.image_size, augment=opts.augment))).astype(np.float32) / 255.0
+    ae.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    hist = ae.fit(x, x, epochs=opts.epochs, batch_size=32, shuffle=True, verbose=0,
+                  callbacks=[EpochBar(opts.epochs, "training pixel autoencoder")])
+    terms = {"formula": "-mean((AE(x) - x)^2) over pixels in [0, 1]"}
+    return scorer, [float(v) for v in hist.history["loss"]], terms, 0
+
+
+def train(opts: TrainOptions) -> Path:
+    """Run the whole workstation job; returns the output directory."""
+    opts = opts.resolved()
+    assert opts.out is not None and opts.image_size is not None
+    if opts.backbone not in DEFAULT_IMAGE_SIZE:
+        raise DataError(f"--backbone {opts.backbone}: unknown; choose one of {', '.join(DEFAULT_IMAGE_SIZE)}")
+    t0 = time.perf_counter()
+    images: ImageSet = scan_folder(opts.images, what=f"{opts.label} images")
+    train_paths, val_paths = split(images.paths, opts.val_fraction, opts.seed)
+    bg_train: list[Path] = []
+    bg_val: list[Path] = []
+    skipped = [str(p) for p, _ in images.skipped]
+    if opts.background:
+        bg = scan_folder(opts.background, min_images=4, what="background images")
+        bg_train, bg_val = split(bg.paths, 0.5, opts.seed, min_val=2)
+        skipped += [str(p) for p, _ in bg.skipped]
+    log.info("%d %s images: %d train, %d validation; %d background", len(images.paths), opts.label,
+             len(train_paths), len(val_paths), len(bg_train) + len(bg_val))
+
+    if opts.backbone == "none":
+        scorer, loss, terms, bank_size = _fit_pixel_model(opts, train_paths)
+    else:
+        scorer, loss, terms, bank_size = _fit_embedding_model(opts, train_paths, bg_train)
+
+    opts.out.mkdir(parents=True, exist_ok=True)
+    scorer.save(opts.out / KERAS_MODEL)
+    meta = TrainingMeta(
+        label=opts.label, backbone=opts.backbone, image_size=opts.image_size, target_recall=opts.target_recall,
+        seed=opts.seed, train=[str(p.resolve()) for p in train_paths], val=[str(p.resolve()) for p in val_paths],
+        background_train=[str(p.resolve()) for p in bg_train], background_val=[str(p.resolve()) for p in bg_val],
+        skipped=skipped, duplicates=len(images.duplicates), loss=loss, score_terms=terms, bank_size=bank_size,
+        train_seconds=round(time.perf_counter() - t0, 1),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    meta.save(opts.out / TRAINING_META)
+
+    from export.pipeline import export_model
+
+    export_model(opts.out, keras_model=scorer)
+    return opts.out
