@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from device.cli_main import run_main, setup_logging
+from training.tf_quiet import import_tensorflow_quietly
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, metavar="FILE", help="TFLite file to write (default MODEL_DIR/model.tflite); "
                    "model.json is written beside it")
     args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     setup_logging()
+    import_tensorflow_quietly()
 
     def job() -> int:
         from export.pipeline import export_model

@@ -51,6 +51,29 @@ def int8_scores(runner: Runner, paths: list[Path], desc: str) -> np.ndarray:
                                                                     dynamic_ncols=True, leave=False)])
 
 
+def _representative(paths: list[Path], size: int, seed: int):
+    """Training images, plus random small crops and flat/noise frames.
+
+    The calibration images are in the memory bank, so alone they would only show the top of the score
+    range and the int8 output would clip everything below it; crops that lose the subject and empty
+    frames show the converter the low end where unseen scenes score.
+    """
+    rng = np.random.default_rng(seed + 1)
+    for i, p in enumerate(tqdm(paths, desc="int8 calibration", unit="img", dynamic_ncols=True, leave=False)):
+        rgb = load_rgb(p)
+        yield preprocess(rgb, size)
+        if i % 3 == 0:
+            h, w = rgb.shape[:2]
+            ch, cw = max(8, h // 4), max(8, w // 4)
+            y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            yield preprocess(np.ascontiguousarray(rgb[y:y + ch, x:x + cw]), size)
+        if i % 10 == 0:
+            flat = np.full((size, size, 3), rng.integers(0, 256, 3), np.uint8)
+            noise = rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+            yield flat
+            yield noise
+
+
 def export_model(model_dir: str | Path, out_file: str | Path | None = None, keras_model=None) -> ModelCard:
     """Convert, prove parity, calibrate, and write model.tflite + model.json (+ report)."""
     import keras
@@ -74,8 +97,7 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
     rep_paths = list(rng.permutation(np.array(train + bg_train, dtype=object))[:REPRESENTATIVE_MAX])
 
     def representative():
-        for p in tqdm(rep_paths, desc="int8 calibration", unit="img", dynamic_ncols=True, leave=False):
-            yield preprocess(load_rgb(p), size)
+        yield from _representative(rep_paths, size, meta.seed)
 
     convert_int8(keras_model, representative, out_file)
     runner = Runner(out_file, threads=2, verify=False)

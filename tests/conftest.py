@@ -81,3 +81,32 @@ def mosquitto(tmp_path: Path):
     broker.start()
     yield broker
     broker.stop()
+
+
+def link_images(src: Path, dst: Path, names: list[str]) -> Path:
+    """A user-style folder of the real photos, made of symlinks (the shared data is never copied)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (dst / n).symlink_to(src / n)
+    return dst
+
+
+def dev_names(start: int, stop: int) -> list[str]:
+    return [f"{i:06d}.jpg" for i in range(start, stop)]
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, dev_data: Path) -> Path:
+    """A real model trained by `train-edge` on 80 of the dev dogs (128 px, few epochs): used by the workstation
+    tests and by the device's end-to-end replay. Returns the model directory."""
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("trained")
+    dogs = link_images(dev_data / "dog", base / "dog", dev_names(0, 80))
+    out = base / "dog-model"
+    proc = subprocess.run([sys.executable, "-m", "training.cli", str(dogs), "--out", str(out), "--image-size", "128",
+                           "--epochs", "15"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    if proc.returncode != 0:
+        pytest.fail(f"train-edge failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return out

@@ -61,22 +61,29 @@ def build_embedding_autoencoder(dim: int, hidden: int = 256, code: int = 32, see
 
 def build_scorer(embedder: keras.Model, bank: np.ndarray, autoencoder: keras.Model,
                  weights: ScoreWeights) -> keras.Model:
-    """One model, one score per image: the graph the device runs."""
+    """One model, one score per image: the graph the device runs.
+
+    The weights are folded into the layers before each term is formed (bank * w_knn; AE output and
+    embedding * sqrt(w_ae)) so both terms reach the final subtraction already on a common O(1) scale:
+    in int8 every tensor has one scale, and a final layer mixing a 1e-4 term with a 1e1 term would round
+    one of them to nothing.
+    """
     size = embedder.input_shape[1]
+    c = float(np.sqrt(weights.w_ae))
     inp = keras.Input((size, size, 3), dtype="float32", name="image")
     e = embedder(inp)
     sims = keras.layers.Dense(len(bank), use_bias=False, trainable=False, name="bank")(e)
     nearest = keras.layers.GlobalMaxPooling1D(name="nearest")(keras.layers.Reshape((-1, 1), name="bank_col")(sims))
     recon = autoencoder(e)
-    diff = keras.layers.Subtract(name="ae_diff")([recon, e])
+    e_scaled = keras.layers.Rescaling(c, name="embedding_scaled")(e)
+    recon_scaled = keras.layers.Rescaling(c, name="recon_scaled")(recon)
+    diff = keras.layers.Subtract(name="ae_diff")([recon_scaled, e_scaled])
     sq = keras.layers.Multiply(name="ae_sq")([diff, diff])
-    err = keras.layers.GlobalAveragePooling1D(name="ae_err")(keras.layers.Reshape((-1, 1))(sq))
-    both = keras.layers.Concatenate(name="terms")([nearest, err])
-    score = keras.layers.Dense(1, trainable=False, name="score")(both)
+    err = keras.layers.GlobalAveragePooling1D(name="ae_err")(keras.layers.Reshape((-1, 1), name="sq_col")(sq))
+    raw = keras.layers.Subtract(name="terms")([nearest, err])
+    score = keras.layers.Rescaling(1.0, offset=weights.bias, name="score")(raw)
     model = keras.Model(inp, score, name="scorer")
-    model.get_layer("bank").set_weights([bank.T.astype(np.float32)])
-    model.get_layer("score").set_weights([np.array([[weights.w_knn], [-weights.w_ae]], np.float32),
-                                          np.array([weights.bias], np.float32)])
+    model.get_layer("bank").set_weights([(bank.T * weights.w_knn).astype(np.float32)])
     return model
 
 

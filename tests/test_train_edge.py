@@ -1,0 +1,100 @@
+"""train-edge / export-edge / eval-edge on the real photos, the way a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, dev_names, link_images
+
+from device.model_card import ModelCard, sha256_file
+
+EVAL_KEYS = {"auroc", "average_precision", "threshold", "tpr", "fpr", "n_positives", "n_negatives"}
+
+
+def run(module: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, tmp_path: Path) -> None:
+    for name in ("model.tflite", "model.json", "model.keras", "report.html", "scores.png", "loss.png"):
+        assert (trained_model / name).is_file(), name
+    card = ModelCard.load(trained_model / "model.json")
+    assert card.sha256 == sha256_file(trained_model / "model.tflite")
+    assert card.label == "dog" and card.image_size == 128
+    assert card.counts["train"] + card.counts["validation"] == 80
+    assert card.parity["spearman_float_vs_int8"] > 0.9
+
+    # Held-out dogs (never seen in training) against a sample of every kind of negative.
+    pos = link_images(dev_data / "dog", tmp_path / "pos", dev_names(398, 468))
+    every_fourth = sorted(p.name for p in (dev_data / "nodog").glob("*.jpg"))[::4]
+    neg = link_images(dev_data / "nodog", tmp_path / "neg", every_fourth)
+    out = tmp_path / "eval.json"
+    proc = run("export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
+               "--json", out, "--plot", tmp_path / "eval.png")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert EVAL_KEYS <= set(result)
+    assert result["n_positives"] == 70 and result["n_negatives"] == len(list(neg.iterdir()))
+    assert result["auroc"] > 0.9, result
+    assert (tmp_path / "eval.png").stat().st_size > 1000
+    assert "AUROC" in proc.stdout
+
+
+def test_export_edge_runs_alone_and_rewrites_hash(trained_model: Path, tmp_path: Path) -> None:
+    target = tmp_path / "copy" / "model.tflite"
+    proc = run("export.cli", trained_model, "--out", target)
+    assert proc.returncode == 0, proc.stderr
+    card = ModelCard.load(target.with_name("model.json"))
+    assert card.sha256 == sha256_file(target)
+    assert np.isfinite(card.threshold)
+
+
+def _make_folder_with_bad_files(dev_data: Path, folder: Path) -> dict[str, Path]:
+    link_images(dev_data / "dog", folder, dev_names(0, 24))
+    good = (dev_data / "dog" / "000030.jpg").read_bytes()
+    bad = {
+        "truncated": folder / "truncated.jpg",
+        "text": folder / "notes.jpg",
+        "empty": folder / "empty.png",
+    }
+    bad["truncated"].write_bytes(good[: len(good) // 2])
+    bad["text"].write_text("this is not a picture\n")
+    bad["empty"].write_bytes(b"")
+    (folder / "duplicate.jpg").write_bytes((dev_data / "dog" / "000001.jpg").read_bytes())
+    return bad
+
+
+def test_bad_files_are_skipped_and_named(dev_data: Path, tmp_path: Path) -> None:
+    bad = _make_folder_with_bad_files(dev_data, tmp_path / "pets")
+    proc = run("training.cli", tmp_path / "pets", "--out", tmp_path / "m", "--backbone", "none",
+               "--image-size", "32", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    for path in bad.values():
+        assert str(path) in proc.stderr, f"{path.name} not named in:\n{proc.stderr}"
+    assert "skipped 3 unreadable file(s)" in proc.stderr
+    card = ModelCard.load(tmp_path / "m" / "model.json")
+    assert card.label == "pets"  # defaults to the folder's name
+    assert card.counts["skipped"] == 3 and card.counts["duplicates"] == 1
+    assert card.counts["train"] + card.counts["validation"] == 24
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "too_few"])
+def test_unusable_folder_is_one_clear_error(case: str, dev_data: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "dogs"
+    if case == "empty":
+        folder.mkdir()
+    elif case == "too_few":
+        link_images(dev_data / "dog", folder, dev_names(0, 5))
+    proc = run("training.cli", folder, "--out", tmp_path / "m", timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train-edge:")]
+    assert len(lines) == 1 and str(folder) in lines[0], proc.stderr
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,1 @@
+"""Workstation-side training code: backbone port, feature extraction, one-class head training."""
