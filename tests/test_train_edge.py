@@ -98,3 +98,25 @@ def test_unusable_folder_is_one_clear_error(case: str, dev_data: Path, tmp_path:
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train-edge:")]
     assert len(lines) == 1 and str(folder) in lines[0], proc.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_background_negatives_calibrate_and_train(dev_data: Path, tmp_path: Path) -> None:
+    """--background: half held out for the threshold and the ROC, half used as outlier exposure."""
+    dogs = link_images(dev_data / "dog", tmp_path / "dog", dev_names(0, 40))
+    # house fronts and rooms: the "empty scene" kind of negative (see ../shared/data/dev/SOURCES.md)
+    rows = (dev_data / "MANIFEST.tsv").read_text().splitlines()
+    header = rows[0].split("\t")
+    scenes = [r.split("\t") for r in rows[1:]]
+    names = [Path(r[header.index("file")]).name for r in scenes if "Houses" in r[header.index("path")]][:30]
+    bg = link_images(dev_data / "nodog", tmp_path / "empty-scene", names)
+    out = tmp_path / "m"
+    proc = run("training.cli", dogs, "--out", out, "--background", bg, "--image-size", "128", "--epochs", "5")
+    assert proc.returncode == 0, proc.stderr
+    card = ModelCard.load(out / "model.json")
+    assert card.counts["background_train"] == 15 and card.counts["background_validation"] == 15
+    assert card.score["background_bank"] == 15 and card.score["w_neg"] > 0
+    assert card.calibration["n_negatives"] == 15
+    assert card.calibration["recall"] >= 0.95
+    assert 0.9 < card.parity["auroc_int8"] <= 1.0 and "auroc_float" in card.parity
+    assert (out / "roc.png").is_file()
+    assert "false alarms at threshold" in (out / "report.html").read_text()

@@ -27,9 +27,10 @@ class ScoreWeights:
     w_knn: float
     w_ae: float
     bias: float
+    w_neg: float = 0.0  # outlier exposure: weight of the similarity to the nearest background embedding
 
     def as_dict(self) -> dict[str, float]:
-        return {"w_knn": self.w_knn, "w_ae": self.w_ae, "bias": self.bias}
+        return {"w_knn": self.w_knn, "w_ae": self.w_ae, "w_neg": self.w_neg, "bias": self.bias}
 
 
 def build_embedder(backbone: str, image_size: int) -> keras.Model:
@@ -60,13 +61,14 @@ def build_embedding_autoencoder(dim: int, hidden: int = 256, code: int = 32, see
 
 
 def build_scorer(embedder: keras.Model, bank: np.ndarray, autoencoder: keras.Model,
-                 weights: ScoreWeights) -> keras.Model:
+                 weights: ScoreWeights, neg_bank: np.ndarray | None = None) -> keras.Model:
     """One model, one score per image: the graph the device runs.
 
     The weights are folded into the layers before each term is formed (bank * w_knn; AE output and
     embedding * sqrt(w_ae)) so both terms reach the final subtraction already on a common O(1) scale:
     in int8 every tensor has one scale, and a final layer mixing a 1e-4 term with a 1e1 term would round
-    one of them to nothing.
+    one of them to nothing. With background images, `neg_bank` adds the outlier-exposure term
+    `- w_neg * max_j <e, n_j>`: frames like the empty scene score lower.
     """
     size = embedder.input_shape[1]
     c = float(np.sqrt(weights.w_ae))
@@ -81,9 +83,16 @@ def build_scorer(embedder: keras.Model, bank: np.ndarray, autoencoder: keras.Mod
     sq = keras.layers.Multiply(name="ae_sq")([diff, diff])
     err = keras.layers.GlobalAveragePooling1D(name="ae_err")(keras.layers.Reshape((-1, 1), name="sq_col")(sq))
     raw = keras.layers.Subtract(name="terms")([nearest, err])
+    if neg_bank is not None and len(neg_bank):
+        neg_sims = keras.layers.Dense(len(neg_bank), use_bias=False, trainable=False, name="neg_bank")(e)
+        nearest_neg = keras.layers.GlobalMaxPooling1D(name="nearest_neg")(
+            keras.layers.Reshape((-1, 1), name="neg_bank_col")(neg_sims))
+        raw = keras.layers.Subtract(name="terms_oe")([raw, nearest_neg])
     score = keras.layers.Rescaling(1.0, offset=weights.bias, name="score")(raw)
     model = keras.Model(inp, score, name="scorer")
     model.get_layer("bank").set_weights([(bank.T * weights.w_knn).astype(np.float32)])
+    if neg_bank is not None and len(neg_bank):
+        model.get_layer("neg_bank").set_weights([(neg_bank.T * weights.w_neg).astype(np.float32)])
     return model
 
 
@@ -100,14 +109,22 @@ def reconstruction_error(autoencoder: keras.Model, e: np.ndarray) -> np.ndarray:
     return np.mean((recon - e) ** 2, axis=1)
 
 
+# Outlier exposure strength relative to the label's own similarity term. On the dev split with half of the
+# no-dog photos as background, 0.25 / 0.5 / 1.0 gave AUROC 0.9979 / 0.9983 / 0.9974 on the other half
+# (kNN term alone: 0.9947), so the middle value is the default.
+NEG_WEIGHT = 0.5
+
+
 def fit_weights(knn_train: np.ndarray, err_train: np.ndarray, knn_weight: float = 1.0,
-                ae_weight: float = 1.0) -> ScoreWeights:
+                ae_weight: float = 1.0, neg_train: np.ndarray | None = None) -> ScoreWeights:
     """Standardise each term on the training images (leave-one-out similarity, reconstruction error)."""
     sk = float(np.std(knn_train)) or 1.0
     se = float(np.std(err_train)) or 1.0
     w_knn, w_ae = knn_weight / sk, ae_weight / se
-    bias = -(w_knn * float(np.mean(knn_train)) - w_ae * float(np.mean(err_train)))
-    return ScoreWeights(w_knn=w_knn, w_ae=w_ae, bias=bias)
+    w_neg = NEG_WEIGHT * w_knn if neg_train is not None else 0.0
+    neg_mean = float(np.mean(neg_train)) if neg_train is not None else 0.0
+    bias = -(w_knn * float(np.mean(knn_train)) - w_ae * float(np.mean(err_train)) - w_neg * neg_mean)
+    return ScoreWeights(w_knn=w_knn, w_ae=w_ae, bias=bias, w_neg=w_neg)
 
 
 def build_pixel_autoencoder(image_size: int, seed: int = 0) -> tuple[keras.Model, keras.Model]:

@@ -103,10 +103,19 @@ def _fit_embedding_model(opts: TrainOptions, train: list[Path], bg_train: list[P
                   callbacks=[EpochBar(opts.epochs, "training autoencoder")])
     knn_train = nearest_similarity(originals, originals, exclude_self=True)
     err_train = reconstruction_error(ae, originals)
-    weights = fit_weights(knn_train, err_train)
-    scorer = build_scorer(embedder, bank, ae, weights)
-    terms = {"formula": "w_knn * max_i <e, bank_i> - w_ae * mean((AE(e) - e)^2) + bias",
-             "embedding": "L2-normalised ImageNet logits of the backbone", **weights.as_dict()}
+    neg_bank = None
+    neg_train = None
+    formula = "w_knn * max_i <e, bank_i> - w_ae * mean((AE(e) - e)^2) + bias"
+    if bg_train:
+        # Outlier exposure: the background's embeddings form a second bank that pulls scores down.
+        bg = embed_paths(embedder, bg_train, opts.image_size, desc="embedding background")
+        neg_bank = bg[greedy_coreset(bg, min(opts.bank_size, len(bg)), seed=opts.seed)]
+        neg_train = nearest_similarity(originals, neg_bank)
+        formula += " - w_neg * max_j <e, background_j>"
+    weights = fit_weights(knn_train, err_train, neg_train=neg_train)
+    scorer = build_scorer(embedder, bank, ae, weights, neg_bank=neg_bank)
+    terms = {"formula": formula, "embedding": "L2-normalised ImageNet logits of the backbone",
+             **weights.as_dict(), "background_bank": 0 if neg_bank is None else len(neg_bank)}
     return scorer, [float(v) for v in hist.history["loss"]], terms, len(bank)
 
 
