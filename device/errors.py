@@ -41,3 +41,7 @@ class DataError(EdgeError):
     """Training input that cannot make a model (too few images, missing folder)."""
 
     exit_code = EX_USAGE
+
+
+class BrokerError(EdgeError):
+    """An MQTT broker that cannot be reached or refuses the login; names host:port."""

@@ -1,0 +1,56 @@
+"""JPEG snapshots of the frame that started an episode: encoded once, sent over MQTT and/or kept on disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+    """Frames are RGB (see ARCHITECTURE.md); OpenCV writes BGR, so swap before encoding."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"encode_jpeg wants an HxWx3 uint8 RGB image, got shape {rgb.shape} {rgb.dtype}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality {quality} must be 1..100")
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} image as JPEG")
+    return buf.tobytes()
+
+
+def snapshot_name(label: str, t: float) -> str:
+    """`<label>_<ISO-8601 basic UTC>.jpg`, e.g. dog_20240501T120304.123Z.jpg: sortable, no ':' for SMB shares."""
+    stamp = datetime.fromtimestamp(t, tz=UTC)
+    slug = _SAFE.sub("_", label).strip("_") or "snapshot"
+    return f"{slug}_{stamp.strftime('%Y%m%dT%H%M%S')}.{stamp.microsecond // 1000:03d}Z.jpg"
+
+
+def save_snapshot(dir: str | os.PathLike[str], label: str, t: float, jpeg: bytes) -> Path | None:
+    """Write the JPEG (atomically, via a temporary file); on a full or read-only disk log and return None,
+    because a lost snapshot must never stop detection."""
+    path = Path(dir) / snapshot_name(label, t)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(jpeg)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("snapshot: cannot write %s (%s); check the snapshot directory and free space",
+                    path, exc.strerror or exc)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return None
+    log.info("snapshot: saved %s", path)
+    return path
