@@ -1,0 +1,176 @@
+"""`config.toml` -> a typed `Config`, checked at start-up so a typo fails at once with the key's name.
+
+Each table is a small dataclass parsed by `device.config_section.parse_section`; the `[mqtt]` and `[gpio]`
+tables belong to their sink modules (Frigate-style). A missing `[mqtt]` or `[gpio]` table means that output is
+off (and without `[mqtt]` the daemon prints JSON lines to stdout instead).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from device.config_section import parse_section
+from device.errors import ConfigError, ModelError
+from device.preprocess import Roi
+
+if TYPE_CHECKING:
+    from device.sinks.gpio import GpioConfig
+    from device.sinks.mqtt import MqttConfig
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge-device/config.toml")
+DEFAULT_MODEL_PATH = "/var/lib/edge-device/model.tflite"
+
+
+@dataclass
+class CameraConfig:
+    source: str | int = "picamera2"
+    fps: float = 5.0
+    width: int | None = None
+    height: int | None = None
+    roi: list[float] | None = None      # x, y, w, h as fractions of the frame
+    tiles: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.fps) and 0 < self.fps <= 120):
+            raise ValueError(f"camera.fps must be between 0 and 120, got {self.fps}")
+        if (self.width is None) != (self.height is None):
+            raise ValueError("camera.width and camera.height must be set together")
+        for key in ("width", "height"):
+            value = getattr(self, key)
+            if value is not None and not 16 <= value <= 8192:
+                raise ValueError(f"camera.{key} must be between 16 and 8192 pixels, got {value}")
+        if self.roi is not None:
+            if len(self.roi) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in self.roi):
+                raise ValueError(f"camera.roi must be 4 numbers [x, y, w, h] as fractions 0..1, got {self.roi!r}")
+            try:
+                Roi(*(float(v) for v in self.roi))
+            except ValueError as exc:
+                raise ValueError(f"camera.{exc}") from None
+
+    @property
+    def region(self) -> Roi | None:
+        return Roi(*(float(v) for v in self.roi)) if self.roi is not None else None
+
+
+@dataclass
+class ModelConfig:
+    path: str = DEFAULT_MODEL_PATH
+    threads: int = 2
+    threshold: float | None = None      # overrides model.json's calibrated threshold
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.threads <= 64:
+            raise ValueError(f"model.threads must be between 1 and 64, got {self.threads}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ValueError(f"model.threshold must be a finite number, got {self.threshold}")
+
+
+@dataclass
+class DetectConfig:
+    on_frames: int = 3
+    window: int = 5
+    off_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"detect.window must be at least 1, got {self.window}")
+        if not 1 <= self.on_frames <= self.window:
+            raise ValueError(f"detect.on_frames must be between 1 and detect.window ({self.window}), "
+                             f"got {self.on_frames}")
+        if not self.off_delay >= 0:
+            raise ValueError(f"detect.off_delay must be zero or more seconds, got {self.off_delay}")
+
+
+@dataclass
+class SnapshotConfig:
+    enabled: bool = True
+    dir: str | None = None              # also save the JPEG of every episode start here
+
+
+@dataclass
+class LogConfig:
+    level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        self.level = self.level.upper()
+        if self.level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"log.level must be DEBUG, INFO, WARNING or ERROR, got {self.level!r}")
+
+
+@dataclass
+class Config:
+    path: Path
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    mqtt: MqttConfig | None = None
+    gpio: GpioConfig | None = None
+
+
+def _parse_mqtt(data: dict[str, Any]) -> MqttConfig:
+    from device.sinks.mqtt import MqttConfig  # only hosts that configure MQTT need paho
+
+    return parse_section(MqttConfig, data, "mqtt")
+
+
+def _parse_gpio(data: dict[str, Any]) -> GpioConfig:
+    from device.sinks.gpio import GpioConfig
+
+    return parse_section(GpioConfig, data, "gpio")
+
+
+_SECTIONS: dict[str, Any] = {
+    "camera": CameraConfig,
+    "model": ModelConfig,
+    "detect": DetectConfig,
+    "snapshot": SnapshotConfig,
+    "log": LogConfig,
+    "mqtt": _parse_mqtt,
+    "gpio": _parse_gpio,
+}
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    """Build a Config from an already-parsed TOML document; raises ConfigError naming `section.key`."""
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section [{unknown[0]}]; valid sections: {', '.join(_SECTIONS)}")
+    parsed: dict[str, Any] = {}
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {name} must be a table [{name}], got {table!r}")
+        kind = _SECTIONS[name]
+        try:
+            parsed[name] = kind(table) if not isinstance(kind, type) else parse_section(kind, table, name)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return Config(path=path, **parsed)
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH, require_model: bool = True) -> Config:
+    """Read and check `path`. With `require_model`, a missing model file is a ModelError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; copy config.example.toml there or pass --config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    cfg = parse_config(data, path)
+    if require_model:
+        model = Path(cfg.model.path)
+        if not model.is_file():
+            raise ModelError(f"{model}: model file not found (config {path}, key model.path); "
+                             "copy model.tflite and model.json there")
+    return cfg

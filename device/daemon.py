@@ -1,0 +1,284 @@
+"""The frame loop: source -> Runner -> Decider -> sinks, with systemd readiness, watchdog and clean shutdown.
+
+Live sources are paced at `[camera] fps` on the newest frame (late ticks count as dropped frames); files and
+folders run as fast as they decode on their own timeline, and the open episode is closed at their end.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from device.config import Config
+from device.debounce import Decider
+from device.errors import SourceError
+from device.events import StateChange, iso_utc
+from device.frame import Frame
+from device.runner import Runner
+from device.sd_notify import Notifier
+from device.sinks.base import Sink
+from device.sinks.stdout import StdoutSink
+from device.sources import Source, make_source
+
+log = logging.getLogger(__name__)
+
+THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+BACKOFF_MAX_S = 30.0
+
+
+def cpu_temperature(path: Path = THERMAL_ZONE) -> float | None:
+    """SoC temperature in °C, or None where the kernel does not expose it (containers, most PCs)."""
+    try:
+        return round(int(path.read_text().strip()) / 1000.0, 1)
+    except (OSError, ValueError):
+        return None
+
+
+def build_sinks(cfg: Config, label: str, model_sha256: str, threshold: float) -> list[Sink]:
+    """One sink per configured output; stdout JSON when there is no [mqtt], so a first run needs no broker."""
+    sinks: list[Sink] = []
+    if cfg.mqtt is not None:
+        from device.sinks.mqtt import MqttSink
+
+        mqtt_sink = MqttSink(cfg.mqtt, label, model_sha256, threshold)
+        mqtt_sink.start()
+        sinks.append(mqtt_sink)
+    else:
+        sinks.append(StdoutSink(label, model_sha256))
+    if cfg.gpio is not None:
+        from device.sinks.gpio import GpioSink
+
+        sinks.append(GpioSink(cfg.gpio))
+    return sinks
+
+
+class LoopStats:
+    """Figures for `sink.stats`, reset every reporting period."""
+
+    def __init__(self, started: float) -> None:
+        self.started_wall = time.monotonic()
+        self.period_start = started
+        self.frames = 0
+        self.total_frames = 0
+        self.dropped = 0
+        self.inference_ms: list[float] = []
+        self.last_score: float | None = None
+
+    def add(self, score: float, ms: float) -> None:
+        self.frames += 1
+        self.total_frames += 1
+        self.last_score = score
+        self.inference_ms.append(ms)
+
+    def report(self, now: float, present: bool) -> dict[str, Any]:
+        elapsed = max(now - self.period_start, 1e-9)
+        ms = np.asarray(self.inference_ms or [float("nan")])
+        figures = {
+            "fps": round(self.frames / elapsed, 2),
+            "inference_ms_p50": round(float(np.percentile(ms, 50)), 2) if self.inference_ms else None,
+            "inference_ms_p95": round(float(np.percentile(ms, 95)), 2) if self.inference_ms else None,
+            "dropped_frames": self.dropped,
+            "frames": self.total_frames,
+            "uptime_s": round(time.monotonic() - self.started_wall, 1),
+            "last_score": None if self.last_score is None else round(self.last_score, 4),
+            "present": present,
+            "cpu_temp_c": cpu_temperature(),
+        }
+        self.period_start, self.frames, self.inference_ms = now, 0, []
+        return figures
+
+
+class Daemon:
+    def __init__(self, cfg: Config, sinks: list[Sink] | None = None, notifier: Notifier | None = None,
+                 stats_every: float = 60.0) -> None:
+        self.cfg = cfg
+        self.sinks = sinks
+        self.notifier = notifier or Notifier()
+        self.stats_every = stats_every
+        self._stop = threading.Event()
+
+    # -- control ------------------------------------------------------------------------------------------
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        if signum is not None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+        self._stop.set()
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    # -- main ---------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (live) or the end of a replay; returns the exit code (0)."""
+        previous = self._install_signals()
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _run(self) -> int:
+        cfg = self.cfg
+        runner = Runner(cfg.model.path, threads=cfg.model.threads)
+        card = runner.card
+        assert card is not None
+        threshold = cfg.model.threshold if cfg.model.threshold is not None else card.threshold
+        decider = Decider(card.label, threshold, cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay)
+        log.info("model %s: label %r, threshold %.4f (%s), %s", cfg.model.path, card.label, threshold,
+                 "config override" if cfg.model.threshold is not None else "model.json", runner.backend)
+
+        source = make_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height)
+        source.open()
+        sinks: list[Sink] = []
+        try:
+            first = source.read()
+            if first is None:
+                raise SourceError(f"{source.name}: no frames to read; check [camera] source")
+            sinks = self.sinks if self.sinks is not None else build_sinks(cfg, card.label, card.sha256, threshold)
+            self.notifier.ready(f"watching {source.name} for {card.label!r}")
+            log.info("ready: %s %s, %dx%d, threshold %.3f, on %d/%d frames, off after %.1f s",
+                     "live" if source.live else "replaying", source.name, *first.size, threshold,
+                     decider.on_frames, decider.window, decider.off_delay)
+            self._loop(source, first, runner, decider, sinks)
+        finally:
+            self.notifier.stopping()
+            for sink in sinks:
+                try:
+                    sink.close()
+                except Exception as exc:  # noqa: BLE001 - one broken sink must not keep the others open
+                    log.warning("%s.close failed: %s", type(sink).__name__, exc)
+            source.close()
+            self.notifier.close()
+        return 0
+
+    def _loop(self, source: Source, first: Frame, runner: Runner, decider: Decider, sinks: list[Sink]) -> None:
+        cfg = self.cfg
+        roi, tiles = cfg.camera.region, cfg.camera.tiles
+        keep_snapshot = cfg.snapshot.enabled or cfg.snapshot.dir is not None
+        recent: deque[tuple[float, Frame]] = deque(maxlen=cfg.detect.window)
+        clock = time.monotonic if source.live else None
+        stats = LoopStats(clock() if clock else first.t)
+        period = 1.0 / cfg.camera.fps
+        next_due = time.monotonic()
+        frame: Frame | None = first
+        last_t = first.t
+        while frame is not None and not self._stop.is_set():
+            t0 = time.perf_counter()
+            score = runner.score_frame(frame.image, roi, tiles)
+            stats.add(score, (time.perf_counter() - t0) * 1000.0)
+            last_t = frame.t
+            if keep_snapshot and not decider.present:
+                recent.append((score, frame))
+            change = decider.update(score, frame.t)
+            if change is not None:
+                jpeg = self._snapshot(change, recent) if change.present and keep_snapshot else None
+                recent.clear()
+                self._fan_out(sinks, change, jpeg)
+            self.notifier.watchdog()
+
+            now = clock() if clock else frame.t
+            if now - stats.period_start >= self.stats_every:
+                figures = stats.report(now, decider.present)
+                log.info("stats: %s", " ".join(f"{k}={v}" for k, v in figures.items()))
+                for sink in sinks:
+                    self._call(sink, "stats", figures)
+
+            if source.live:
+                next_due += period
+                late = time.monotonic() - next_due
+                if late > period:
+                    stats.dropped += int(late / period)
+                    next_due = time.monotonic()
+                elif late < 0 and self._stop.wait(-late):
+                    break
+            frame = self._next(source)
+
+        if not source.live and decider.present:
+            change = decider.finish(last_t)
+            if change is not None:
+                self._fan_out(sinks, change, None)
+        elif decider.present:
+            log.info("stopping with %r present; no end event (the next start reports the truth)", decider.label)
+        if not source.live:
+            log.info("replay finished: %d frames", stats.total_frames)
+
+    def _next(self, source: Source) -> Frame | None:
+        """The next frame; on a live source failure: log once, back off 1, 2, 4 … 30 s and reopen."""
+        try:
+            return source.read()
+        except SourceError as exc:
+            if not source.live:
+                raise
+            log.warning("camera failed: %s; reopening", exc)
+        delay = 1.0
+        while not self._stop.is_set():
+            source.close()
+            self.notifier.status(f"{source.name} unavailable, retrying in {delay:.0f} s")
+            if self._sleep_pinging(delay):
+                return None
+            try:
+                source.open()
+                frame = source.read()
+            except SourceError as exc:
+                log.warning("camera still unavailable: %s; next try in %.0f s", exc, min(delay * 2, BACKOFF_MAX_S))
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            log.info("camera %s is back", source.name)
+            self.notifier.status(f"watching {source.name}")
+            return frame
+        return None
+
+    def _sleep_pinging(self, seconds: float) -> bool:
+        """Wait `seconds` while keeping the systemd watchdog fed; True if a stop was requested."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(remaining, 0.5)):
+                return True
+            self.notifier.watchdog()
+        return self._stop.is_set()
+
+    def _snapshot(self, change: StateChange, recent: deque[tuple[float, Frame]]) -> bytes | None:
+        """JPEG of the best-scoring frame among those that turned the state on."""
+        from device.snapshot import encode_jpeg, save_snapshot
+
+        if not recent:
+            return None
+        _, best = max(recent, key=lambda item: item[0])
+        try:
+            jpeg = encode_jpeg(best.image)
+        except ValueError as exc:
+            log.warning("snapshot: %s", exc)
+            return None
+        if self.cfg.snapshot.dir:
+            save_snapshot(self.cfg.snapshot.dir, change.event.label, best.t, jpeg)
+        return jpeg if self.cfg.snapshot.enabled else None
+
+    def _fan_out(self, sinks: list[Sink], change: StateChange, jpeg: bytes | None) -> None:
+        ev = change.event
+        log.info("%s %s at %s: score %.3f, max %.3f, %d positive frames", ev.label,
+                 "present" if change.present else "absent", iso_utc(change.at), ev.score, ev.max_score, ev.frames)
+        for sink in sinks:
+            self._call(sink, "state_changed", change, jpeg)
+
+    @staticmethod
+    def _call(sink: Sink, method: str, *args: Any) -> None:
+        try:
+            getattr(sink, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - an output failing must never stop detection
+            log.warning("%s.%s failed: %s: %s", type(sink).__name__, method, type(exc).__name__, exc)
+
+
+def run(cfg: Config) -> int:
+    """Run the daemon for `cfg`; EdgeErrors propagate for the CLI to print as one line."""
+    return Daemon(cfg).run()

@@ -1,0 +1,54 @@
+"""Frame sources: one module per backend behind `Source` (see base.py), chosen by `open_source`.
+
+`[camera] source` picks the backend:
+  "picamera2"              the Raspberry Pi camera (live)
+  0, "0", "/dev/video0"    a USB camera through OpenCV (live)
+  "rtsp://…", "http://…"   a network stream through OpenCV (live)
+  a directory              its images, sorted (finite replay at `fps`)
+  a file                   a video file (finite replay on the video's own fps)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from device.errors import SourceError
+from device.sources.base import LatestFrameReader, Source
+
+__all__ = ["LatestFrameReader", "Source", "make_source", "open_source"]
+
+
+def make_source(spec: str | int, fps: float, width: int | None = None, height: int | None = None) -> Source:
+    """Build (but do not open) the source `spec` names; raises SourceError if it names nothing usable."""
+    if isinstance(spec, str) and spec.strip().isdigit():
+        spec = int(spec.strip())
+    if isinstance(spec, int):
+        from device.sources.opencv import CaptureSource
+
+        return CaptureSource(spec, fps, width, height)
+    if spec == "picamera2":
+        from device.sources.picamera2 import Picamera2Source
+
+        return Picamera2Source(fps, width, height)
+    if "://" in spec or spec.startswith("/dev/"):
+        from device.sources.opencv import CaptureSource
+
+        return CaptureSource(spec, fps, width, height)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        from device.sources.folder import FolderSource
+
+        return FolderSource(path, fps)
+    if path.is_file():
+        from device.sources.opencv import VideoFileSource
+
+        return VideoFileSource(path, fps)
+    raise SourceError(f"camera source {spec!r} not found; set [camera] source to picamera2, a camera index, "
+                      "/dev/videoN, a URL, a video file or an image folder")
+
+
+def open_source(spec: str | int, fps: float, width: int | None = None, height: int | None = None) -> Source:
+    """Build and open the source `spec` names; raises SourceError naming it if it cannot be opened."""
+    source = make_source(spec, fps, width, height)
+    source.open()
+    return source

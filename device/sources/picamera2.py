@@ -1,0 +1,78 @@
+"""The Raspberry Pi camera through picamera2 (imported only when this source opens, so other hosts need not
+have it)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from device.errors import SourceError
+from device.frame import Frame
+from device.sources.base import LatestFrameReader, Source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = (640, 480)
+
+
+def bgr_memory_to_rgb(array: np.ndarray) -> np.ndarray:
+    """picamera2's "RGB888" (and "XRGB8888") arrays hold B, G, R in memory order; return true RGB."""
+    return np.ascontiguousarray(array[..., 2::-1])
+
+
+class Picamera2Source(Source):
+    live = True
+
+    def __init__(self, fps: float, width: int | None = None, height: int | None = None, camera_num: int = 0,
+                 read_timeout: float = 5.0) -> None:
+        super().__init__("picamera2")
+        self.fps = fps
+        self.size = (width, height) if width and height else DEFAULT_SIZE
+        self.camera_num = camera_num
+        self.read_timeout = read_timeout
+        self._cam: Any = None
+        self._reader: LatestFrameReader | None = None
+        self._index = 0
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2  # lazy: only Raspberry Pi OS ships it
+        except ImportError as exc:
+            raise SourceError("picamera2 is not installed; on Raspberry Pi OS: apt install python3-picamera2 and "
+                              "create the venv with --system-site-packages, or set [camera] source") from exc
+        try:
+            cam = Picamera2(self.camera_num)
+            config = cam.create_video_configuration(main={"size": tuple(self.size), "format": "RGB888"},
+                                                    controls={"FrameRate": float(self.fps)})
+            cam.configure(config)
+            cam.start()
+        except Exception as exc:  # noqa: BLE001 - libcamera raises many types; all mean "no camera"
+            raise SourceError(f"cannot open picamera2 camera {self.camera_num} ({exc}); check the ribbon cable "
+                              "and that no other process uses the camera") from exc
+        self._cam = cam
+        self._reader = LatestFrameReader(self._grab, self.name)
+        self._reader.start()
+        log.info("opened picamera2 camera %d at %dx%d", self.camera_num, *self.size)
+
+    def _grab(self) -> np.ndarray | None:
+        array = self._cam.capture_array("main")
+        return None if array is None else bgr_memory_to_rgb(array)
+
+    def read(self) -> Frame:
+        if self._reader is None:
+            raise SourceError("picamera2: read before open")
+        frame = self._reader.read(self._index, self.read_timeout)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        stopped = self._reader.stop() if self._reader else True
+        if self._cam is not None and stopped:
+            for step in ("stop", "close"):
+                try:
+                    getattr(self._cam, step)()
+                except Exception as exc:  # noqa: BLE001 - closing must not raise during shutdown
+                    log.warning("picamera2 %s failed: %s", step, exc)
+        self._cam, self._reader = None, None

@@ -1,0 +1,352 @@
+"""Frame sources against real files (OpenCV-written videos, image folders) and the live latest-frame reader.
+
+The only fake is a `picamera2` module injected into sys.modules at the import boundary.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import socketserver
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from device.errors import SourceError
+from device.sources import LatestFrameReader, make_source, open_source
+from device.sources.folder import FolderSource
+from device.sources.opencv import CaptureSource, VideoFileSource
+from device.sources.picamera2 import Picamera2Source
+
+W, H = 64, 48
+
+
+def write_video(path: Path, levels: list[int], fps: float, fourcc: str) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} here"
+    for level in levels:
+        bgr = np.zeros((H, W, 3), np.uint8)
+        bgr[..., 2] = level          # red channel in OpenCV's BGR order
+        writer.write(bgr)
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("name, fourcc", [("clip.avi", "MJPG"), ("clip.mp4", "mp4v")])
+def test_video_file_replays_every_frame_on_its_own_timeline(tmp_path: Path, name: str, fourcc: str) -> None:
+    levels = [40 + 10 * i for i in range(20)]
+    path = write_video(tmp_path / name, levels, fps=10.0, fourcc=fourcc)
+    source = open_source(str(path), fps=5.0)
+    assert isinstance(source, VideoFileSource) and not source.live
+    assert source.fps == pytest.approx(10.0)
+    frames = []
+    while (frame := source.read()) is not None:
+        frames.append(frame)
+    source.close()
+    assert len(frames) == len(levels)
+    assert [f.index for f in frames] == list(range(len(levels)))
+    assert [f.t for f in frames] == pytest.approx([i / 10.0 for i in range(len(levels))])
+    first = frames[0].image
+    assert first.shape == (H, W, 3) and first.dtype == np.uint8
+    # RGB order: the red level is in channel 0, within codec error
+    reds = [float(f.image[..., 0].mean()) for f in frames]
+    assert reds == pytest.approx(levels, abs=6)
+    assert float(first[..., 2].mean()) < 8
+
+
+def test_video_replay_is_deterministic(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "a.avi", [100, 150, 200], fps=4.0, fourcc="MJPG")
+
+    def run() -> list[tuple[float, float]]:
+        with make_source(str(path), fps=5.0) as src:
+            out = []
+            while (f := src.read()) is not None:
+                out.append((f.t, float(f.image.mean())))
+            return out
+
+    assert run() == run()
+
+
+def write_folder(folder: Path) -> Path:
+    folder.mkdir()
+    for i, level in enumerate([10, 60, 110, 160]):
+        rgb = np.full((H, W, 3), level, np.uint8)
+        cv2.imwrite(str(folder / f"img_{i:02d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    good = cv2.imencode(".jpg", np.full((H, W, 3), 200, np.uint8))[1].tobytes()
+    (folder / "img_01b.jpg").write_bytes(good[: len(good) // 2])     # truncated JPEG
+    (folder / "img_02b.png").write_bytes(b"not an image at all")     # garbage with an image name
+    (folder / "notes.txt").write_text("ignored")
+    return folder
+
+
+def test_folder_replays_sorted_images_and_skips_unreadable_ones(tmp_path: Path, caplog) -> None:
+    folder = write_folder(tmp_path / "frames")
+    source = open_source(str(folder), fps=4.0)
+    assert isinstance(source, FolderSource) and not source.live
+    frames = []
+    with caplog.at_level("WARNING"):
+        while (f := source.read()) is not None:
+            frames.append(f)
+    source.close()
+    assert [int(f.image.mean()) for f in frames] == [10, 60, 110, 160]
+    assert [f.t for f in frames] == [0.0, 0.25, 0.5, 0.75]
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert sorted(p.name for p in source.skipped) == ["img_01b.jpg", "img_02b.png"]
+    logged = caplog.text
+    assert "img_01b.jpg" in logged and "img_02b.png" in logged
+
+
+def test_empty_folder_is_a_source_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="empty.*no images"):
+        open_source(str(tmp_path / "empty"), fps=5.0)
+
+
+def test_missing_path_is_a_source_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="nothing-here"):
+        open_source(str(tmp_path / "nothing-here.mp4"), fps=5.0)
+
+
+def test_not_a_video_is_a_source_error_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(SourceError, match="broken.mp4"):
+        open_source(str(bad), fps=5.0)
+
+
+def test_camera_that_does_not_exist_is_a_source_error_naming_it() -> None:
+    with pytest.raises(SourceError, match="/dev/video97"):
+        open_source("/dev/video97", fps=5.0)
+    source = make_source("97", fps=5.0)
+    assert isinstance(source, CaptureSource) and source.live and source.target == 97
+    with pytest.raises(SourceError, match="camera 97"):
+        source.open()
+
+
+def test_unreachable_stream_is_a_source_error_naming_the_url() -> None:
+    with socket.socket() as s:          # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/stream.mjpg"
+    with pytest.raises(SourceError, match=f"stream {url}"):
+        open_source(url, fps=5.0)
+
+
+class MjpegHandler(http.server.BaseHTTPRequestHandler):
+    """A real HTTP MJPEG camera stream (like an ESP32-CAM or motion's stream): red frames, counter in green."""
+
+    stop = threading.Event()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        n = 0
+        try:
+            while not self.stop.is_set():
+                bgr = np.zeros((H, W, 3), np.uint8)
+                bgr[..., 2], bgr[..., 1] = 200, (n * 2) % 256
+                jpeg = cv2.imencode(".jpg", bgr)[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                 + jpeg + b"\r\n")
+                n += 1
+                time.sleep(0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.fixture
+def mjpeg_url():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), MjpegHandler)
+    server.daemon_threads = True
+    MjpegHandler.stop.clear()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    MjpegHandler.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_stream_is_live_rgb_and_always_the_newest_frame(mjpeg_url: str) -> None:
+    source = open_source(mjpeg_url, fps=5.0)
+    assert isinstance(source, CaptureSource) and source.live
+    try:
+        first = source.read()
+        time.sleep(0.3)                       # ~30 frames arrive meanwhile
+        second = source.read()
+    finally:
+        source.close()
+    assert first.image.shape == (H, W, 3)
+    assert first.image[..., 0].mean() > 180 and first.image[..., 2].mean() < 20     # red is channel 0
+    assert abs(second.t - time.time()) < 5 and second.index == first.index + 1
+    jump = (int(second.image[5, 5, 1]) - int(first.image[5, 5, 1])) % 256
+    assert jump > 20                          # skipped ahead ~30 frames (2 levels each), not the next one
+
+
+# -- the live latest-frame reader -------------------------------------------------------------------------
+
+
+class Counter:
+    """A camera that produces frames numbered 0, 1, 2 … as fast as it is asked (pixel value = number)."""
+
+    def __init__(self, delay: float = 0.002, fail_after: int | None = None) -> None:
+        self.n = 0
+        self.delay = delay
+        self.fail_after = fail_after
+
+    def __call__(self) -> np.ndarray | None:
+        time.sleep(self.delay)
+        if self.fail_after is not None and self.n >= self.fail_after:
+            return None
+        image = np.full((2, 2, 3), self.n % 256, np.uint8)
+        image[0, 0, 0] = self.n // 256
+        self.n += 1
+        return image
+
+
+def number(image: np.ndarray) -> int:
+    return int(image[0, 0, 0]) * 256 + int(image[1, 1, 0])
+
+
+def test_reader_returns_the_newest_frame_not_a_queue_of_stale_ones() -> None:
+    camera = Counter()
+    reader = LatestFrameReader(camera, "counter")
+    reader.start()
+    try:
+        first = reader.read(0, timeout=2.0)
+        time.sleep(0.2)                       # the loop is slow; the camera produced ~100 frames meanwhile
+        produced = camera.n
+        second = reader.read(1, timeout=2.0)
+        assert number(second.image) >= produced - 2 > number(first.image) + 10
+        assert reader.skipped >= 10
+        assert second.t >= first.t and abs(second.t - time.time()) < 5   # wall-clock capture time
+        third = reader.read(2, timeout=2.0)   # never the same frame twice
+        assert number(third.image) > number(second.image)
+    finally:
+        assert reader.stop()
+
+
+def test_reader_times_out_when_the_camera_stalls() -> None:
+    stall = threading.Event()
+
+    def grab() -> np.ndarray:
+        stall.wait(5)
+        return np.zeros((2, 2, 3), np.uint8)
+
+    reader = LatestFrameReader(grab, "stalled-cam")
+    reader.start()
+    try:
+        with pytest.raises(SourceError, match="stalled-cam: no frame"):
+            reader.read(0, timeout=0.2)
+    finally:
+        stall.set()
+        reader.stop()
+
+
+def test_reader_reports_a_camera_that_fails_repeatedly() -> None:
+    reader = LatestFrameReader(Counter(fail_after=2), "flaky-cam", max_failures=3)
+    reader.start()
+    try:
+        reader.read(0, timeout=2.0)
+        with pytest.raises(SourceError, match="flaky-cam: read failed"):
+            for i in range(5):
+                reader.read(i + 1, timeout=2.0)
+    finally:
+        reader.stop()
+
+
+def test_reader_reports_a_driver_exception() -> None:
+    def grab() -> np.ndarray:
+        raise OSError("device unplugged")
+
+    reader = LatestFrameReader(grab, "usb-cam")
+    reader.start()
+    with pytest.raises(SourceError, match="usb-cam: OSError: device unplugged"):
+        reader.read(0, timeout=2.0)
+    reader.stop()
+
+
+# -- picamera2 (fake module at the import boundary) --------------------------------------------------------
+
+
+def fake_picamera2_module(calls: list) -> types.ModuleType:
+    """Just enough of picamera2: "RGB888" capture arrays are B, G, R in memory, like the real one."""
+
+    class Picamera2:
+        def __init__(self, camera_num: int = 0) -> None:
+            calls.append(("init", camera_num))
+            self.n = 0
+
+        def create_video_configuration(self, main: dict | None = None, **kw) -> dict:
+            return {"main": dict(main or {}), **kw}
+
+        def configure(self, config: dict) -> None:
+            calls.append(("configure", config))
+            self.size = config["main"]["size"]
+
+        def start(self) -> None:
+            calls.append(("start",))
+
+        def capture_array(self, name: str = "main") -> np.ndarray:
+            time.sleep(0.002)
+            w, h = self.size
+            array = np.empty((h, w, 3), np.uint8)
+            array[..., 0], array[..., 1], array[..., 2] = 10, 20, 200     # B, G, R
+            array[0, 0, 1] = self.n % 256                                  # frame number in green
+            self.n += 1
+            return array
+
+        def stop(self) -> None:
+            calls.append(("stop",))
+
+        def close(self) -> None:
+            calls.append(("close",))
+
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = Picamera2
+    return module
+
+
+def test_picamera2_source_configures_rgb888_and_returns_rgb(monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2_module(calls))
+    source = make_source("picamera2", fps=5.0, width=320, height=240)
+    assert isinstance(source, Picamera2Source) and source.live
+    source.open()
+    try:
+        configure = next(c for c in calls if c[0] == "configure")[1]
+        assert configure["main"] == {"size": (320, 240), "format": "RGB888"}
+        assert configure["controls"]["FrameRate"] == 5.0
+        first = source.read()
+        assert first.image.shape == (240, 320, 3) and first.image.dtype == np.uint8
+        assert first.image[5, 5].tolist() == [200, 20, 10]     # converted to R, G, B
+        assert first.image.flags.c_contiguous
+        time.sleep(0.1)
+        second = source.read()
+        assert (int(second.image[0, 0, 1]) - int(first.image[0, 0, 1])) % 256 > 5   # newest, not next
+        assert second.index == 1 and second.t >= first.t
+    finally:
+        source.close()
+    assert ("stop",) in calls and ("close",) in calls
+
+
+def test_picamera2_default_size_is_640x480(monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "picamera2", fake_picamera2_module(calls))
+    with make_source("picamera2", fps=2.0) as source:
+        assert source.read().size == (640, 480)
+
+
+def test_picamera2_missing_is_a_source_error_saying_what_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "picamera2", None)     # import picamera2 -> ImportError
+    with pytest.raises(SourceError, match="picamera2 is not installed.*python3-picamera2"):
+        open_source("picamera2", fps=5.0)
