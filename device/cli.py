@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from device import __version__
-from device.cli_main import run_main
+from device.cli_main import run_main, setup_logging
 from device.config import DEFAULT_CONFIG_PATH, Config, load_config
 from device.errors import EX_RUNTIME, EdgeError
 
 PROG = "edge-device"
 log = logging.getLogger(PROG)
-
-
-def setup_logging(level: int | str) -> None:
-    """One line per record on stderr; under systemd the journal adds its own timestamps."""
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -10,7 +11,11 @@ from device.errors import EdgeError
 
 
 def setup_logging(level: str | int = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    """One line per record on stderr; under systemd the journal adds its own timestamps."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
 
 
 def run_main(prog: str, fn: Callable[[], int | None]) -> int:
