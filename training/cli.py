@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from device.cli_main import run_main, setup_logging
-from training.tf_quiet import import_tensorflow_quietly
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +39,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    import_tensorflow_quietly()
 
     def job() -> int:
         from training.train import TrainOptions, train

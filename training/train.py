@@ -13,6 +13,7 @@ import numpy as np
 
 from device.errors import DataError
 from training.dataset import ImageSet, iter_batches, scan_folder, split
+from training.tf_quiet import import_tensorflow_quietly
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def train(opts: TrainOptions) -> Path:
         skipped += [str(p) for p, _ in bg.skipped]
     log.info("%d %s images: %d train, %d validation; %d background", len(images.paths), opts.label,
              len(train_paths), len(val_paths), len(bg_train) + len(bg_val))
+    import_tensorflow_quietly()  # only now: a bad folder fails in a second, not after TensorFlow's start-up
 
     if opts.backbone == "none":
         scorer, loss, terms, bank_size = _fit_pixel_model(opts, train_paths)
