@@ -203,9 +203,14 @@ def test_daemon_never_imports_tensorflow(tmp_path: Path, brightness_model: Path,
         print("TF:", loaded, file=sys.stderr)
         sys.exit(rc if not loaded else 99)
     """)
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    # cwd outside the repository: the installed package runs, as on the Pi
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "TF: []" in proc.stderr
+    if python == DEVICE_ONLY_PYTHON:
+        probe = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('tensorflow') is None)"],
+                               capture_output=True, text=True, check=True)
+        assert probe.stdout.strip() == "True", "the device-only venv must not contain TensorFlow"
     assert len([r for r in json_lines(proc.stdout) if r["kind"] == "state"]) == 2
 
 
