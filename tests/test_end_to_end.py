@@ -5,17 +5,15 @@ broker and a gpiozero MockFactory pin."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
+from mqtt_subscriber import Subscriber, retained
 
 from device.config import load_config
 from device.daemon import Daemon
@@ -47,50 +45,6 @@ def write_video(path: Path, segments: list[tuple[list[Path], int]]) -> int:
                 n += 1
     writer.release()
     return n
-
-
-class Collector:
-    """A real MQTT subscriber recording every message in order."""
-
-    def __init__(self, host: str, port: int, topics: list[str]) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"e2e-{time.monotonic_ns()}")
-        self.client.on_message = lambda c, u, m: self._add(m)
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.connect(host, port)
-        self.client.loop_start()
-        self.client.subscribe([(t, 1) for t in topics])
-        assert subscribed.wait(5)
-
-    def _add(self, m: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append((m.topic, m.payload, bool(m.retain)))
-
-    def on(self, topic: str) -> list[bytes]:
-        with self.lock:
-            return [p for t, p, _ in self.messages if t == topic]
-
-    def wait_for(self, cond, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return True
-            time.sleep(0.05)
-        return cond()
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def retained(host: str, port: int, topic: str) -> bytes | None:
-    c = Collector(host, port, [topic])
-    c.wait_for(lambda: c.on(topic), 2.0)
-    c.close()
-    got = c.on(topic)
-    return got[-1] if got else None
 
 
 @pytest.fixture
@@ -133,26 +87,26 @@ pin = 17
 active_high = true
 """)
     root = "edge/garden-pi"
-    sub = Collector(mosquitto.host, mosquitto.port, [f"{root}/#", "homeassistant/#"])
+    sub = Subscriber(mosquitto, [f"{root}/#", "homeassistant/#"])
     try:
         assert Daemon(load_config(config)).run() == 0
-        assert sub.wait_for(lambda: len(sub.on(f"{root}/dog/event")) >= 2)
-        assert sub.wait_for(lambda: b"offline" in sub.on(f"{root}/status"))
+        sub.wait_for(f"{root}/dog/event", lambda m: b'"end"' in m.payload)
+        sub.wait_for(f"{root}/status", lambda m: m.payload == b"offline")
     finally:
         sub.close()
 
     # status: online while running, offline (retained) after a clean exit
-    assert sub.on(f"{root}/status")[0] == b"online"
-    assert retained(mosquitto.host, mosquitto.port, f"{root}/status") == b"offline"
+    assert sub.on(f"{root}/status")[0].payload == b"online"
+    assert retained(mosquitto, f"{root}/status").payload == b"offline"
 
     # state: ON during the dog stretch, OFF after; retained
-    states = [p.decode() for p in sub.on(f"{root}/dog/state")]
+    states = [m.text for m in sub.on(f"{root}/dog/state")]
     changes = [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
     assert changes == ["OFF", "ON", "OFF"], states
-    assert retained(mosquitto.host, mosquitto.port, f"{root}/dog/state") == b"OFF"
+    assert retained(mosquitto, f"{root}/dog/state").payload == b"OFF"
 
     # events: start then end, with sane fields
-    start, end = (json.loads(p) for p in sub.on(f"{root}/dog/event"))
+    start, end = (json.loads(m.payload) for m in sub.on(f"{root}/dog/event"))
     assert (start["type"], end["type"]) == ("start", "end")
     for ev in (start, end):
         assert ev["label"] == "dog" and ev["device_id"] == "garden-pi" and ev["model_sha256"] == card.sha256
@@ -171,11 +125,12 @@ active_high = true
     # snapshot: a real JPEG of the frame that started the event, retained
     snap = sub.on(f"{root}/dog/snapshot")
     assert len(snap) == 1
-    img = cv2.imdecode(np.frombuffer(snap[0], np.uint8), cv2.IMREAD_COLOR)
+    assert retained(mosquitto, f"{root}/dog/snapshot").payload == snap[0].payload
+    img = cv2.imdecode(np.frombuffer(snap[0].payload, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[:2] == (SIZE[1], SIZE[0])
 
     # Home Assistant discovery: retained, valid, pointing at the topics above
-    disc = json.loads(retained(mosquitto.host, mosquitto.port, "homeassistant/binary_sensor/garden-pi_dog/config"))
+    disc = json.loads(retained(mosquitto, "homeassistant/binary_sensor/garden-pi_dog/config").payload)
     assert disc["device_class"] == "occupancy"
     assert disc["state_topic"] == f"{root}/dog/state"
     assert disc["payload_on"] == "ON" and disc["payload_off"] == "OFF"
