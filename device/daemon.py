@@ -281,4 +281,5 @@ class Daemon:
 
 def run(cfg: Config) -> int:
     """Run the daemon for `cfg`; EdgeErrors propagate for the CLI to print as one line."""
-    return Daemon(cfg).run()
+    stats_every = cfg.mqtt.stats_interval if cfg.mqtt is not None else 60.0
+    return Daemon(cfg, stats_every=stats_every).run()
