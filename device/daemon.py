@@ -174,9 +174,8 @@ class Daemon:
         frame: Frame | None = first
         last_t = first.t
         while frame is not None and not self._stop.is_set():
-            t0 = time.perf_counter()
             score = runner.score_frame(frame.image, roi, tiles)
-            stats.add(score, (time.perf_counter() - t0) * 1000.0)
+            stats.add(score, runner.last_inference_ms)
             last_t = frame.t
             if keep_snapshot and not decider.present:
                 recent.append((score, frame))

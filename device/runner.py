@@ -6,6 +6,7 @@ Interpreter order: ai-edge-litert (maintained; works with NumPy 2), tflite_runti
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class Runner:
         self._out_index, self._out_dtype = out["index"], out["dtype"]
         self._out_scale, self._out_zero = out.get("quantization", (0.0, 0))
         self.input_size = int(inp["shape"][1])
+        self.last_inference_ms = 0.0
         if self.card is not None and self.card.image_size != self.input_size:
             raise ModelError(f"{self.model_path}: input is {self.input_size}px but model.json says "
                              f"{self.card.image_size}px; copy both files from the same export")
@@ -80,16 +82,26 @@ class Runner:
     def score_input(self, image: np.ndarray) -> float:
         """Score one already-preprocessed (size, size, 3) RGB uint8 image."""
         self._interp.set_tensor(self._in_index, self._to_input(image))
+        t0 = time.perf_counter()
         self._interp.invoke()
+        self.last_inference_ms = (time.perf_counter() - t0) * 1000.0
         y = self._interp.get_tensor(self._out_index).reshape(-1)[0]
         if self._out_dtype in (np.int8, np.uint8) and self._out_scale:
             return float((float(y) - self._out_zero) * self._out_scale)
         return float(y)
 
     def score_frame(self, frame: np.ndarray, roi: Roi | None = None, tiles: bool = False) -> float:
-        """Score a raw RGB frame through the one preprocessing function; with tiles the best tile wins."""
+        """Score a raw RGB frame through the one preprocessing function; with tiles the best tile wins.
+
+        Afterwards `last_inference_ms` is the interpreter time alone (summed over tiles), for the stats.
+        """
         if tiles:
-            return max(self.score_input(t) for t in preprocess_tiles(frame, self.input_size, roi))
+            total, best = 0.0, -np.inf
+            for t in preprocess_tiles(frame, self.input_size, roi):
+                best = max(best, self.score_input(t))
+                total += self.last_inference_ms
+            self.last_inference_ms = total
+            return float(best)
         return self.score_input(preprocess(frame, self.input_size, roi))
 
     def score_many(self, frames: Sequence[np.ndarray], roi: Roi | None = None, tiles: bool = False) -> np.ndarray:

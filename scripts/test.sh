@@ -24,6 +24,8 @@ PY=${PYTHON:-python3}
 [ -x .venv-device/bin/python ] || "$PY" -m venv .venv-device
 .venv-device/bin/python -m pip install -q --upgrade pip
 .venv-device/bin/python -m pip install -q '.[device]'
+# a plain (non-editable) install, as on the Pi: refresh it so it never runs stale code
+.venv-device/bin/python -m pip install -q --no-deps --force-reinstall .
 export EDGE_DEVICE_ONLY_PYTHON="$PWD/.venv-device/bin/python"
 
 .venv/bin/ruff check .

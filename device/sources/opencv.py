@@ -54,6 +54,9 @@ class CaptureSource(Source):
                     else "check the URL, credentials and network")
             raise SourceError(f"cannot open {what} {self.name}; {hint}")
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        if self._is_device():
+            # Ask the camera for no more frames than we score: every frame delivered costs a decode.
+            cap.set(cv2.CAP_PROP_FPS, float(self.fps))
         if self.width and self.height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
@@ -63,16 +66,17 @@ class CaptureSource(Source):
         log.info("opened %s", self.name)
 
     def _grab(self) -> np.ndarray | None:
+        # The reader thread keeps the newest BGR frame; colour conversion waits until a frame is scored.
         assert self._cap is not None
         ok, bgr = self._cap.read()
-        return _rgb(bgr) if ok and bgr is not None else None
+        return bgr if ok and bgr is not None else None
 
     def read(self) -> Frame:
         if self._reader is None:
             raise SourceError(f"{self.name}: read before open")
         frame = self._reader.read(self._index, self.read_timeout)
         self._index += 1
-        return frame
+        return Frame(_rgb(frame.image), frame.t, frame.index)
 
     def close(self) -> None:
         stopped = self._reader.stop() if self._reader else True
