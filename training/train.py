@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = {"efficientnet_lite0": 224, "none": 64}
 TRAINING_META = "training.json"
+MIRROR_LIMIT = 2000
 KERAS_MODEL = "model.keras"
 
 
@@ -92,10 +93,12 @@ def _fit_embedding_model(opts: TrainOptions, train: list[Path], bg_train: list[P
 
     keras.utils.set_random_seed(opts.seed)
     embedder = build_embedder(opts.backbone, opts.image_size)
-    emb = embed_paths(embedder, train, opts.image_size, desc=f"embedding {opts.label}", augment=opts.augment)
+    # Mirrors help a small folder; past MIRROR_LIMIT images they only double the embedding time.
+    mirror = opts.augment and len(train) <= MIRROR_LIMIT
+    emb = embed_paths(embedder, train, opts.image_size, desc=f"embedding {opts.label}", augment=mirror)
     n_unique = len(train)
     # The bank holds original images only (mirrors train the autoencoder); a coreset bounds its size.
-    originals = emb[0::2] if opts.augment else emb
+    originals = emb[0::2] if mirror else emb
     idx = greedy_coreset(originals, min(opts.bank_size, n_unique), seed=opts.seed)
     bank = originals[idx]
     ae = build_embedding_autoencoder(emb.shape[1], seed=opts.seed)
@@ -129,7 +132,8 @@ def _fit_pixel_model(opts: TrainOptions, train: list[Path]):
     keras.utils.set_random_seed(opts.seed)
     ae, scorer = build_pixel_autoencoder(opts.image_size, seed=opts.seed)
     # 64 px images are small: the batches of one epoch fit easily (20,000 images = 245 MB).
-    x = np.concatenate(list(iter_batches(train, opts.image_size, augment=opts.augment))).astype(np.float32) / 255.0
+    mirror = opts.augment and len(train) <= MIRROR_LIMIT
+    x = np.concatenate(list(iter_batches(train, opts.image_size, augment=mirror))).astype(np.float32) / 255.0
     ae.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     hist = ae.fit(x, x, epochs=opts.epochs, batch_size=32, shuffle=True, verbose=0,
                   callbacks=[EpochBar(opts.epochs, "training pixel autoencoder")])
