@@ -61,7 +61,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         runner.append(Runner(cfg.model.path, threads=cfg.model.threads))
         card = runner[0].card
         assert card is not None
-        threshold = cfg.model.threshold if cfg.model.threshold is not None else card.threshold
+        threshold = card.threshold_for(cfg.camera.tiles, cfg.model.threshold)
         return (f"{cfg.model.path}: label {card.label!r}, {card.image_size}px, threshold {threshold:.4f}, "
                 f"sha256 {card.sha256[:12]}… verified, {runner[0].backend}")
 
@@ -88,7 +88,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         def score() -> str:
             card = runner[0].card
             assert card is not None
-            threshold = cfg.model.threshold if cfg.model.threshold is not None else card.threshold
+            threshold = card.threshold_for(cfg.camera.tiles, cfg.model.threshold)
             t0 = time.perf_counter()
             s = runner[0].score_frame(frames[0].image, cfg.camera.region, cfg.camera.tiles)
             ms = (time.perf_counter() - t0) * 1000

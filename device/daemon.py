@@ -133,10 +133,11 @@ class Daemon:
         runner = Runner(cfg.model.path, threads=cfg.model.threads)
         card = runner.card
         assert card is not None
-        threshold = cfg.model.threshold if cfg.model.threshold is not None else card.threshold
+        threshold = card.threshold_for(cfg.camera.tiles, cfg.model.threshold)
         decider = Decider(card.label, threshold, cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay)
         log.info("model %s: label %r, threshold %.4f (%s), %s", cfg.model.path, card.label, threshold,
-                 "config override" if cfg.model.threshold is not None else "model.json", runner.backend)
+                 "config override" if cfg.model.threshold is not None else
+                 "model.json, tiles" if cfg.camera.tiles else "model.json", runner.backend)
 
         source = make_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height)
         source.open()

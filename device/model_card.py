@@ -40,6 +40,8 @@ class ModelCard:
     preprocessing: str = PREPROCESSING_ID
     score_direction: str = SCORE_DIRECTION
     schema_version: int = SCHEMA_VERSION
+    # Best-of-5-tiles scores run higher than whole-frame ones, so tiling has its own calibrated threshold.
+    threshold_tiles: float | None = None
     # Free-form sections written by training/export; the device only reads the fields above.
     calibration: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +49,14 @@ class ModelCard:
     score: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+
+    def threshold_for(self, tiles: bool = False, override: float | None = None) -> float:
+        """The threshold to decide with: an explicit override, else the one calibrated for this scoring mode."""
+        if override is not None:
+            return float(override)
+        if tiles and self.threshold_tiles is not None:
+            return float(self.threshold_tiles)
+        return float(self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

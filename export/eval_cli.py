@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", type=Path, metavar="MODEL.tflite", help="model.json must sit beside it")
     p.add_argument("--positives", type=Path, required=True, metavar="DIR")
     p.add_argument("--negatives", type=Path, required=True, metavar="DIR")
-    p.add_argument("--threshold", type=float, help="override the model's calibrated threshold")
+    p.add_argument("--threshold", type=float, help="override the model's calibrated threshold (with --tiles, the "
+                   "tiles threshold)")
     p.add_argument("--tiles", action="store_true", help="score like the daemon's tiling option (whole frame + 2x2)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         assert runner.card is not None
         pos = score_folder(runner, args.positives, args.tiles, "positives")
         neg = score_folder(runner, args.negatives, args.tiles, "negatives")
-        threshold = args.threshold if args.threshold is not None else runner.card.threshold
+        threshold = runner.card.threshold_for(args.tiles, args.threshold)
         m = detection_metrics(pos.scores, neg.scores, threshold)
         label = runner.card.label
         print(f"model      {args.model} ({label}, {runner.card.backbone} {runner.card.image_size}px"

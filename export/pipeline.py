@@ -23,7 +23,7 @@ from device.preprocess import preprocess
 from device.runner import Runner
 from export.convert import convert_int8
 from export.metrics import auroc
-from training.calibrate import calibrate
+from training.calibrate import calibrate, threshold_for_recall
 from training.dataset import iter_batches
 from training.train import KERAS_MODEL, TRAINING_META, TrainingMeta
 
@@ -45,10 +45,10 @@ def float_scores(model, paths: list[Path], size: int, desc: str) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def int8_scores(runner: Runner, paths: list[Path], desc: str) -> np.ndarray:
+def int8_scores(runner: Runner, paths: list[Path], desc: str, tiles: bool = False) -> np.ndarray:
     """Through the device's own runner and preprocessing: the path the daemon uses."""
-    return np.array([runner.score_frame(load_rgb(p)) for p in tqdm(paths, desc=desc, unit="img",
-                                                                    dynamic_ncols=True, leave=False)])
+    return np.array([runner.score_frame(load_rgb(p), tiles=tiles)
+                     for p in tqdm(paths, desc=desc, unit="img", dynamic_ncols=True, leave=False)])
 
 
 def _representative(paths: list[Path], size: int, seed: int):
@@ -117,14 +117,20 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
         parity["auroc_int8"] = auroc(pos_q, neg_q)
 
     cal = calibrate(pos_q, meta.target_recall, neg_q if len(neg_q) else None)
+    # The daemon's tiling option keeps the best of 5 crops: calibrate that mode on the same held-out images.
+    pos_t = int8_scores(runner, val, "int8 scores (tiles)", tiles=True)
+    neg_t = int8_scores(runner, bg_val, "int8 scores (tiles, background)", tiles=True) if bg_val else np.zeros(0)
+    cal_tiles = calibrate(pos_t, meta.target_recall, neg_t if len(neg_t) else None)
     card = ModelCard(
         label=meta.label,
         image_size=size,
         threshold=cal.threshold,
+        threshold_tiles=cal_tiles.threshold,
         sha256=sha256_file(out_file),
         backbone=meta.backbone,
         calibration={**cal.as_dict(), "scores": "int8 model, held-out validation images",
-                     "float_threshold_same_recall": float(np.sort(pos_f)[int((1 - meta.target_recall) * len(pos_f))])},
+                     "float_threshold_same_recall": threshold_for_recall(pos_f, meta.target_recall),
+                     "tiles": cal_tiles.as_dict()},
         counts={"train": len(train), "validation": len(val), "background_train": len(bg_train),
                 "background_validation": len(bg_val), "skipped": len(meta.skipped), "duplicates": meta.duplicates,
                 "bank": meta.bank_size},

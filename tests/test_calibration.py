@@ -41,3 +41,40 @@ def test_coreset_is_bounded_and_spread() -> None:
     # farthest-point sampling puts one pick in each cluster
     assert sorted({int(i) // 400 for i in idx}) == [0, 1, 2, 3, 4]
     assert len(greedy_coreset(x, 5000)) == len(x)
+
+
+def test_near_duplicates_stay_on_one_side_of_the_split() -> None:
+    from pathlib import Path
+
+    from training.dataset import split
+    from training.near_duplicates import group_near_duplicates
+
+    rng = np.random.default_rng(0)
+    shots = rng.normal(size=(30, 64))
+    # 30 distinct shots, each with 1 to 5 near-identical frames (a burst)
+    emb, shot_of = [], []
+    for k, s in enumerate(shots):
+        for _ in range(1 + k % 5):
+            emb.append(s + 0.01 * rng.normal(size=64))
+            shot_of.append(k)
+    emb = np.array(emb)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    groups = group_near_duplicates(emb, block=7)  # small blocks exercise the block boundaries
+    assert len(set(groups.tolist())) == 30
+    assert all((groups[i] == groups[j]) == (shot_of[i] == shot_of[j]) for i in range(len(emb)) for j in range(i))
+    paths = [Path(f"{i:03d}.jpg") for i in range(len(emb))]
+    train, val = split(paths, 0.2, seed=3, min_val=5, groups=groups)
+    assert len(train) + len(val) == len(paths) and 0.1 * len(paths) <= len(val) <= 0.35 * len(paths)
+    val_shots = {shot_of[int(p.stem)] for p in val}
+    assert not val_shots & {shot_of[int(p.stem)] for p in train}
+
+
+def test_nearest_similarity_in_blocks_matches_the_full_matrix() -> None:
+    from training.model import nearest_similarity
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 16)).astype(np.float32)
+    full = x @ x.T
+    np.fill_diagonal(full, -np.inf)
+    assert np.allclose(nearest_similarity(x, x, exclude_self=True, block=8), full.max(1))
+    assert np.allclose(nearest_similarity(x[:7], x, block=3), (x[:7] @ x.T).max(1))

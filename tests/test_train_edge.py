@@ -42,8 +42,19 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
     assert EVAL_KEYS <= set(result)
     assert result["n_positives"] == 70 and result["n_negatives"] == len(list(neg.iterdir()))
     assert result["auroc"] > 0.9, result
+    assert result["threshold"] == pytest.approx(card.threshold)
     assert (tmp_path / "eval.png").stat().st_size > 1000
     assert "AUROC" in proc.stdout
+
+    # --tiles: scored like the daemon's tiling option, against the threshold calibrated for tiles
+    tiles_json = tmp_path / "tiles.json"
+    proc = run("export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
+               "--json", tiles_json, "--tiles")
+    assert proc.returncode == 0, proc.stderr
+    tiles = json.loads(tiles_json.read_text())
+    assert tiles["tiles"] is True and card.threshold_tiles is not None
+    assert tiles["threshold"] == pytest.approx(card.threshold_tiles)
+    assert card.calibration["tiles"]["recall"] >= card.calibration["target_recall"]
 
 
 def test_export_edge_runs_alone_and_rewrites_hash(trained_model: Path, tmp_path: Path) -> None:

@@ -78,25 +78,41 @@ def scan_folder(root: str | Path, min_images: int = MIN_IMAGES, what: str = "ima
     return result
 
 
-def split(paths: Sequence[Path], val_fraction: float, seed: int, min_val: int = 10) -> tuple[list[Path], list[Path]]:
-    """Seeded shuffle, then hold out `val_fraction` (at least `min_val`) for validation."""
-    order = np.random.default_rng(seed).permutation(len(paths))
+def split(paths: Sequence[Path], val_fraction: float, seed: int, min_val: int = 10,
+          groups: Sequence[int] | None = None) -> tuple[list[Path], list[Path]]:
+    """Seeded shuffle, then hold out `val_fraction` (at least `min_val`) for validation.
+
+    With `groups` (one id per path), whole groups go to one side: near-duplicates (bursts, video frames)
+    split across train and validation would make validation look easier than new photos are, and the
+    threshold calibrated on it too strict.
+    """
     n_val = max(min_val, int(round(len(paths) * val_fraction)))
     n_val = min(n_val, len(paths) - min_val)
-    val = [paths[i] for i in sorted(order[:n_val])]
-    train = [paths[i] for i in sorted(order[n_val:])]
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        order = rng.permutation(len(paths))
+        val_idx = set(order[:n_val].tolist())
+    else:
+        members: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(int(g), []).append(i)
+        val_idx = set()
+        for g in rng.permutation(sorted(members)):
+            if len(val_idx) >= n_val:
+                break
+            if len(val_idx) + len(members[int(g)]) <= n_val + max(1, n_val // 10):
+                val_idx.update(members[int(g)])
+    val = [p for i, p in enumerate(paths) if i in val_idx]
+    train = [p for i, p in enumerate(paths) if i not in val_idx]
     return train, val
 
 
-def iter_batches(paths: Sequence[Path], size: int, batch_size: int = 32,
-                 augment: bool = False) -> Iterator[np.ndarray]:
-    """Yield (n, size, size, 3) uint8 batches through the device's preprocessing; `augment` adds mirrors."""
+def iter_batches(paths: Sequence[Path], size: int, batch_size: int = 32, mirror: bool = False) -> Iterator[np.ndarray]:
+    """Yield (n, size, size, 3) uint8 batches through the device's preprocessing; `mirror` flips them left-right."""
     batch: list[np.ndarray] = []
     for path in paths:
         img = preprocess(load_rgb(path), size)
-        batch.append(img)
-        if augment:
-            batch.append(img[:, ::-1])
+        batch.append(img[:, ::-1] if mirror else img)
         if len(batch) >= batch_size:
             yield np.stack(batch)
             batch = []

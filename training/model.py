@@ -96,12 +96,20 @@ def build_scorer(embedder: keras.Model, bank: np.ndarray, autoencoder: keras.Mod
     return model
 
 
-def nearest_similarity(e: np.ndarray, bank: np.ndarray, exclude_self: bool = False) -> np.ndarray:
-    """max_i <e, b_i> for each row of e; with exclude_self, rows of e are the bank and self-matches are skipped."""
-    sims = e @ bank.T
-    if exclude_self:
-        np.fill_diagonal(sims, -np.inf)
-    return sims.max(axis=1)
+def nearest_similarity(e: np.ndarray, bank: np.ndarray, exclude_self: bool = False,
+                       block: int = 2048) -> np.ndarray:
+    """max_i <e, b_i> for each row of e; with exclude_self, rows of e are the bank and self-matches are skipped.
+
+    Computed in row blocks so memory stays O(block * len(bank)), not O(n^2), for big folders.
+    """
+    out = np.empty(len(e), np.float32)
+    for start in range(0, len(e), block):
+        sims = e[start:start + block] @ bank.T
+        if exclude_self:
+            rows = np.arange(len(sims))
+            sims[rows, start + rows] = -np.inf
+        out[start:start + block] = sims.max(axis=1)
+    return out
 
 
 def reconstruction_error(autoencoder: keras.Model, e: np.ndarray) -> np.ndarray:

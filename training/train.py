@@ -76,13 +76,14 @@ class TrainingMeta:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def _fit_embedding_model(opts: TrainOptions, train: list[Path], bg_train: list[Path]):
+def _fit_embedding_model(opts: TrainOptions, embedder, train: list[Path], originals: np.ndarray,
+                         bg_train: list[Path]):
+    """`originals`: the float embeddings of `train`, already computed for the near-duplicate split."""
     import keras
 
     from training.coreset import greedy_coreset
     from training.embed import embed_paths
     from training.model import (
-        build_embedder,
         build_embedding_autoencoder,
         build_scorer,
         fit_weights,
@@ -91,16 +92,13 @@ def _fit_embedding_model(opts: TrainOptions, train: list[Path], bg_train: list[P
     )
     from training.progress import EpochBar
 
-    keras.utils.set_random_seed(opts.seed)
-    embedder = build_embedder(opts.backbone, opts.image_size)
-    # Mirrors help a small folder; past MIRROR_LIMIT images they only double the embedding time.
-    mirror = opts.augment and len(train) <= MIRROR_LIMIT
-    emb = embed_paths(embedder, train, opts.image_size, desc=f"embedding {opts.label}", augment=mirror)
-    n_unique = len(train)
-    # The bank holds original images only (mirrors train the autoencoder); a coreset bounds its size.
-    originals = emb[0::2] if mirror else emb
-    idx = greedy_coreset(originals, min(opts.bank_size, n_unique), seed=opts.seed)
-    bank = originals[idx]
+    # Mirrors help a small folder (the autoencoder sees both); past MIRROR_LIMIT they only double the time.
+    emb = originals
+    if opts.augment and len(train) <= MIRROR_LIMIT:
+        emb = np.concatenate([originals, embed_paths(embedder, train, opts.image_size, "embedding mirrors",
+                                                     mirror=True)])
+    # The bank holds original images only; a coreset bounds its size.
+    bank = originals[greedy_coreset(originals, min(opts.bank_size, len(originals)), seed=opts.seed)]
     ae = build_embedding_autoencoder(emb.shape[1], seed=opts.seed)
     ae.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     hist = ae.fit(emb, emb, epochs=opts.epochs, batch_size=32, shuffle=True, verbose=0,
@@ -132,13 +130,22 @@ def _fit_pixel_model(opts: TrainOptions, train: list[Path]):
     keras.utils.set_random_seed(opts.seed)
     ae, scorer = build_pixel_autoencoder(opts.image_size, seed=opts.seed)
     # 64 px images are small: the batches of one epoch fit easily (20,000 images = 245 MB).
-    mirror = opts.augment and len(train) <= MIRROR_LIMIT
-    x = np.concatenate(list(iter_batches(train, opts.image_size, augment=mirror))).astype(np.float32) / 255.0
+    batches = list(iter_batches(train, opts.image_size))
+    if opts.augment and len(train) <= MIRROR_LIMIT:
+        batches += list(iter_batches(train, opts.image_size, mirror=True))
+    x = np.concatenate(batches).astype(np.float32) / 255.0
     ae.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     hist = ae.fit(x, x, epochs=opts.epochs, batch_size=32, shuffle=True, verbose=0,
                   callbacks=[EpochBar(opts.epochs, "training pixel autoencoder")])
     terms = {"formula": "-mean((AE(x) - x)^2) over pixels in [0, 1]"}
     return scorer, [float(v) for v in hist.history["loss"]], terms, 0
+
+
+def _log_split(opts: TrainOptions, train: list[Path], val: list[Path], bg: list[Path], groups: int | None) -> None:
+    n = len(train) + len(val)
+    shots = "" if groups is None or groups == n else f" ({groups} distinct shots: near-duplicates kept together)"
+    log.info("%d %s images%s: %d train, %d validation; %d background", n, opts.label, shots, len(train), len(val),
+             len(bg))
 
 
 def train(opts: TrainOptions) -> Path:
@@ -149,22 +156,38 @@ def train(opts: TrainOptions) -> Path:
         raise DataError(f"--backbone {opts.backbone}: unknown; choose one of {', '.join(DEFAULT_IMAGE_SIZE)}")
     t0 = time.perf_counter()
     images: ImageSet = scan_folder(opts.images, what=f"{opts.label} images")
-    train_paths, val_paths = split(images.paths, opts.val_fraction, opts.seed)
-    bg_train: list[Path] = []
-    bg_val: list[Path] = []
+    bg_paths: list[Path] = []
     skipped = [str(p) for p, _ in images.skipped]
     if opts.background:
         bg = scan_folder(opts.background, min_images=4, what="background images")
-        bg_train, bg_val = split(bg.paths, 0.5, opts.seed, min_val=2)
+        bg_paths = bg.paths
         skipped += [str(p) for p, _ in bg.skipped]
-    log.info("%d %s images: %d train, %d validation; %d background", len(images.paths), opts.label,
-             len(train_paths), len(val_paths), len(bg_train) + len(bg_val))
     import_tensorflow_quietly()  # only now: a bad folder fails in a second, not after TensorFlow's start-up
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # same folder + seed -> same model
+    bg_train, bg_val = split(bg_paths, 0.5, opts.seed, min_val=2) if bg_paths else ([], [])
 
     if opts.backbone == "none":
+        train_paths, val_paths = split(images.paths, opts.val_fraction, opts.seed)
+        _log_split(opts, train_paths, val_paths, bg_paths, None)
         scorer, loss, terms, bank_size = _fit_pixel_model(opts, train_paths)
     else:
-        scorer, loss, terms, bank_size = _fit_embedding_model(opts, train_paths, bg_train)
+        import keras
+
+        from training.embed import embed_paths
+        from training.model import build_embedder
+        from training.near_duplicates import group_near_duplicates
+
+        keras.utils.set_random_seed(opts.seed)
+        embedder = build_embedder(opts.backbone, opts.image_size)
+        emb = embed_paths(embedder, images.paths, opts.image_size, desc=f"embedding {opts.label}")
+        groups = group_near_duplicates(emb)
+        train_paths, val_paths = split(images.paths, opts.val_fraction, opts.seed, groups=groups)
+        _log_split(opts, train_paths, val_paths, bg_paths, len(set(groups.tolist())))
+        in_train = {p: i for i, p in enumerate(images.paths)}
+        originals = emb[[in_train[p] for p in train_paths]]
+        scorer, loss, terms, bank_size = _fit_embedding_model(opts, embedder, train_paths, originals, bg_train)
 
     opts.out.mkdir(parents=True, exist_ok=True)
     scorer.save(opts.out / KERAS_MODEL)
