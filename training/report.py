@@ -26,6 +26,8 @@ def write_report(model_dir: Path, meta, card: ModelCard, pos: np.ndarray, neg: n
                    f"{card.counts['skipped']} skipped, {card.counts['duplicates']} duplicates dropped"),
         ("threshold", f"{card.threshold:.5g} ({card.calibration['method']})"),
         ("recall on validation", f"{card.calibration['recall']:.3f} (target {card.calibration['target_recall']})"),
+        ("threshold with tiles", f"{card.threshold_tiles:.5g} (daemon's tiles = true: best of whole frame + 2x2)"
+         if card.threshold_tiles is not None else "not calibrated"),
         ("int8 vs float Spearman", f"{card.parity['spearman_float_vs_int8']:.4f} on {card.parity['n_images']} images"),
     ]
     imgs = ['<img src="scores.png" alt="score histogram">']
