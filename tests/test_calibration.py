@@ -78,3 +78,14 @@ def test_nearest_similarity_in_blocks_matches_the_full_matrix() -> None:
     np.fill_diagonal(full, -np.inf)
     assert np.allclose(nearest_similarity(x, x, exclude_self=True, block=8), full.max(1))
     assert np.allclose(nearest_similarity(x[:7], x, block=3), (x[:7] @ x.T).max(1))
+
+
+def test_split_falls_back_when_one_group_holds_everything(caplog) -> None:
+    from pathlib import Path
+
+    from training.dataset import split
+
+    paths = [Path(f"{i:03d}.jpg") for i in range(40)]
+    train, val = split(paths, 0.2, seed=0, min_val=5, groups=[0] * 40)
+    assert len(val) == 8 and len(train) == 32
+    assert "near-duplicates" in caplog.text

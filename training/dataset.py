@@ -102,6 +102,12 @@ def split(paths: Sequence[Path], val_fraction: float, seed: int, min_val: int = 
                 break
             if len(val_idx) + len(members[int(g)]) <= n_val + max(1, n_val // 10):
                 val_idx.update(members[int(g)])
+        if len(val_idx) < min_val:
+            # One near-duplicate group holds most of the folder (all the same scene): no honest split by group
+            # exists, so split by file and say what that means for the threshold.
+            log.warning("most photos are near-duplicates of each other; validation will look easier than new "
+                        "photos, so the calibrated threshold may be too strict: add photos from other days/places")
+            val_idx = set(rng.permutation(len(paths))[:n_val].tolist())
     val = [p for i, p in enumerate(paths) if i in val_idx]
     train = [p for i, p in enumerate(paths) if i not in val_idx]
     return train, val
