@@ -218,9 +218,10 @@ def readme_block(data: dict) -> str:
             "`/usr/bin/time -v` (target < 4 GB); each run retrains the 398-image model and times both models "
             "round-robin (median of 100 int8 invokes), so compare rows of one run; wall times depend on what else "
             "the shared 2-core machine ran. Dev figures: the 170 held-out dogs vs 589 no-dog photos at each model's "
-            "own calibrated threshold. The augmented folder's validation images are near-duplicates of its training "
-            "images, so its threshold comes out far too strict (low dev recall): a calibration caveat for folders of "
-            f"bursts or video frames, not a scaling cost. Produced by {commands}; figures from "
+            "own calibrated threshold. The augmented copies of one photo are near-duplicates: `train-edge` keeps each "
+            "such group on one side of its validation split (train / val shows the split it made); where copies "
+            "still straddle it, validation looks easier than new photos and the threshold comes out stricter "
+            f"(lower dev recall). Produced by {commands}; figures from "
             "`benchmarks/results/scale.json`.")
 
 
