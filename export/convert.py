@@ -9,27 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
+from training.tf_quiet import native_stderr_silenced
+
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _quiet_native_logs():
-    """TensorFlow's converter prints pages of C++ logging to fd 2; keep it out of the user's terminal."""
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def convert_int8(model, representative: Callable[[], Iterable[np.ndarray]], out_path: str | Path,
@@ -49,7 +37,7 @@ def convert_int8(model, representative: Callable[[], Iterable[np.ndarray]], out_
 
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "saved_model"
-        ctx = _quiet_native_logs() if quiet else contextlib.nullcontext()
+        ctx = native_stderr_silenced() if quiet else contextlib.nullcontext()
         with ctx:
             model.export(str(saved), format="tf_saved_model", verbose=False,
                          input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="image")])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from device.errors import DataError, ImageError
 from device.image_io import list_images, load_rgb
@@ -48,13 +49,7 @@ def scan_folder(root: str | Path, min_images: int = MIN_IMAGES, what: str = "ima
     candidates = list_images(root)
     seen: dict[str, Path] = {}
     result = ImageSet(root=root, paths=[])
-    try:
-        from tqdm import tqdm
-
-        iterator = tqdm(candidates, desc=f"checking {what}", unit="img", leave=False, disable=len(candidates) < 50)
-    except ImportError:  # tqdm is in the train extra; scanning also works without it
-        iterator = candidates
-    for path in iterator:
+    for path in tqdm(candidates, desc=f"checking {what}", unit="img", leave=False, disable=len(candidates) < 50):
         try:
             rgb = load_rgb(path)
         except ImageError as exc:

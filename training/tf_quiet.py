@@ -1,22 +1,31 @@
-"""Import TensorFlow without its pages of C++ start-up logging on the user's terminal."""
+"""Keeping TensorFlow's native C++ logging (start-up, converter) off the user's terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 
-def import_tensorflow_quietly() -> None:
-    """TensorFlow's native code logs to fd 2 before Python logging exists; hide that one burst.
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send fd 2 to /dev/null for the block: TensorFlow's native code writes there, below Python's logging.
 
-    Errors still surface: an ImportError is raised as usual, only the native chatter is dropped.
+    Python exceptions still propagate as usual; only the native chatter is dropped.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401
-            import tensorflow  # noqa: F401
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras without their burst of start-up logging."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with native_stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
