@@ -18,13 +18,14 @@ def test_threshold_keeps_target_recall_on_validation() -> None:
         assert np.mean(pos >= t + 1) < target
 
 
-def test_negatives_widen_threshold_without_new_false_alarms() -> None:
+def test_negatives_are_counted_at_the_fewest_alarm_threshold() -> None:
     pos = np.linspace(5, 10, 100)
     neg = np.array([0.0, 1.0, 4.0, 9.5])
     cal = calibrate(pos, 0.95, neg)
     assert cal.recall >= 0.95
+    assert cal.threshold == threshold_for_recall(pos, 0.95)  # any higher loses recall, any lower adds alarms
     assert cal.false_alarm_rate == pytest.approx(0.25)  # only the 9.5, unavoidable at this recall
-    assert 4.0 < cal.threshold < threshold_for_recall(pos, 0.95)
+    assert cal.n_negatives == 4
 
 
 def test_calibration_rejects_bad_target() -> None:
