@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +103,3 @@ class Runner:
             self.last_inference_ms = total
             return float(best)
         return self.score_input(preprocess(frame, self.input_size, roi))
-
-    def score_many(self, frames: Sequence[np.ndarray], roi: Roi | None = None, tiles: bool = False) -> np.ndarray:
-        return np.array([self.score_frame(f, roi, tiles) for f in frames], dtype=np.float64)

@@ -45,10 +45,15 @@ def float_scores(model, paths: list[Path], size: int, desc: str) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def int8_scores(runner: Runner, paths: list[Path], desc: str, tiles: bool = False) -> np.ndarray:
-    """Through the device's own runner and preprocessing: the path the daemon uses."""
-    return np.array([runner.score_frame(load_rgb(p), tiles=tiles)
-                     for p in tqdm(paths, desc=desc, unit="img", dynamic_ncols=True, leave=False)])
+def int8_scores(runner: Runner, paths: list[Path], desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-frame and best-tile scores through the device's own runner and preprocessing (the daemon's path),
+    decoding each image once."""
+    whole, tiles = [], []
+    for p in tqdm(paths, desc=desc, unit="img", dynamic_ncols=True, leave=False):
+        frame = load_rgb(p)
+        whole.append(runner.score_frame(frame))
+        tiles.append(runner.score_frame(frame, tiles=True))
+    return np.array(whole), np.array(tiles)
 
 
 def _representative(paths: list[Path], size: int, seed: int):
@@ -103,9 +108,9 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
     runner = Runner(out_file, threads=2, verify=False)
 
     pos_f = float_scores(keras_model, val, size, "float scores")
-    pos_q = int8_scores(runner, val, "int8 scores")
+    pos_q, pos_t = int8_scores(runner, val, "int8 scores")
     neg_f = float_scores(keras_model, bg_val, size, "float scores (background)") if bg_val else np.zeros(0)
-    neg_q = int8_scores(runner, bg_val, "int8 scores (background)") if bg_val else np.zeros(0)
+    neg_q, neg_t = int8_scores(runner, bg_val, "int8 scores (background)") if bg_val else (np.zeros(0),) * 2
     all_f, all_q = np.r_[pos_f, neg_f], np.r_[pos_q, neg_q]
     parity = {
         "spearman_float_vs_int8": float(spearmanr(all_f, all_q).statistic),
@@ -118,8 +123,6 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
 
     cal = calibrate(pos_q, meta.target_recall, neg_q if len(neg_q) else None)
     # The daemon's tiling option keeps the best of 5 crops: calibrate that mode on the same held-out images.
-    pos_t = int8_scores(runner, val, "int8 scores (tiles)", tiles=True)
-    neg_t = int8_scores(runner, bg_val, "int8 scores (tiles, background)", tiles=True) if bg_val else np.zeros(0)
     cal_tiles = calibrate(pos_t, meta.target_recall, neg_t if len(neg_t) else None)
     card = ModelCard(
         label=meta.label,

@@ -185,8 +185,8 @@ def train(opts: TrainOptions) -> Path:
         groups = group_near_duplicates(emb)
         train_paths, val_paths = split(images.paths, opts.val_fraction, opts.seed, groups=groups)
         _log_split(opts, train_paths, val_paths, bg_paths, len(set(groups.tolist())))
-        in_train = {p: i for i, p in enumerate(images.paths)}
-        originals = emb[[in_train[p] for p in train_paths]]
+        index_of = {p: i for i, p in enumerate(images.paths)}
+        originals = emb[[index_of[p] for p in train_paths]]
         scorer, loss, terms, bank_size = _fit_embedding_model(opts, embedder, train_paths, originals, bg_train)
 
     opts.out.mkdir(parents=True, exist_ok=True)
