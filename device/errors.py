@@ -37,6 +37,13 @@ class SourceError(EdgeError):
     """A camera, stream, video or folder that cannot be opened or read."""
 
 
+class SourceSetupError(SourceError):
+    """A camera backend whose software is missing or broken (e.g. picamera2 fails to import); names the cause
+    and the fix. Exit 78: a restart cannot repair an installation, so systemd must not loop on it."""
+
+    exit_code = EX_CONFIG
+
+
 class DataError(EdgeError):
     """Training input that cannot make a model (too few images, missing folder)."""
 

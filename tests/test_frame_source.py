@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from device.errors import SourceError
+from device.errors import EX_CONFIG, SourceError, SourceSetupError
 from device.sources import LatestFrameReader, make_source, open_source
 from device.sources.folder import FolderSource
 from device.sources.opencv import CaptureSource, VideoFileSource
-from device.sources.picamera2 import Picamera2Source
+from device.sources.picamera2 import Picamera2Source, import_error_message, system_numpy_version
 
 W, H = 64, 48
 
@@ -348,5 +348,61 @@ def test_picamera2_default_size_is_640x480(monkeypatch) -> None:
 
 def test_picamera2_missing_is_a_source_error_saying_what_to_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)     # import picamera2 -> ImportError
-    with pytest.raises(SourceError, match="picamera2 is not installed.*python3-picamera2"):
+    with pytest.raises(SourceError, match="picamera2 is not installed.*python3-picamera2") as info:
         open_source("picamera2", fps=5.0)
+    assert info.value.exit_code == EX_CONFIG                 # installing is not something a restart does
+
+
+def fake_system_site(tmp_path: Path, numpy_version: str, layout: str = "egg-info") -> Path:
+    """apt's dist-packages with only numpy's metadata (Debian ships egg-info folders, pip dist-info)."""
+    site = tmp_path / "dist-packages"
+    if layout == "egg-info":
+        meta = site / f"numpy-{numpy_version}.egg-info"
+        meta.mkdir(parents=True)
+        (meta / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: numpy\nVersion: {numpy_version}\n")
+    else:
+        meta = site / f"numpy-{numpy_version}.dist-info"
+        meta.mkdir(parents=True)
+        (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: numpy\nVersion: {numpy_version}\n")
+    return site
+
+
+ABI = ValueError("numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from C header, "
+                 "got 88 from PyObject")
+
+
+@pytest.mark.parametrize("layout", ["egg-info", "dist-info"])
+def test_picamera2_numpy_mismatch_names_both_versions_and_the_fix(tmp_path: Path, layout: str) -> None:
+    site = fake_system_site(tmp_path, "1.24.2", layout)
+    assert system_numpy_version(site) == "1.24.2"
+    message = import_error_message(ABI, site)
+    assert "\n" not in message
+    assert "ValueError: numpy.dtype size changed, may indicate binary incompatibility" in message
+    assert f"the venv's numpy {np.__version__} differs from the system numpy 1.24.2" in message
+    assert "scripts/install-pi.sh" in message and "pip install 'numpy==1.24.2' in the venv" in message
+
+
+def test_picamera2_import_failures_are_one_line_whatever_the_cause(tmp_path: Path) -> None:
+    empty = tmp_path / "no-apt"
+    empty.mkdir()
+    assert system_numpy_version(empty) is None
+    unknown = import_error_message(ABI, empty)
+    assert "numpy==<system version>" in unknown and "/usr/bin/python3 -c" in unknown
+    same = import_error_message(ABI, fake_system_site(tmp_path, np.__version__))
+    assert "share numpy" in same and "apt full-upgrade" in same and "pip install" not in same
+    multi = import_error_message(ImportError("numpy.core.multiarray failed to import\n\nsee above"), empty)
+    assert "\n" not in multi and "ImportError: numpy.core.multiarray failed to import see above" in multi
+    other = import_error_message(OSError("libcamera.so.0.3: cannot open shared object file"), empty)
+    assert "OSError: libcamera.so.0.3" in other and "apt install --reinstall python3-picamera2" in other
+
+
+def test_picamera2_that_raises_at_import_is_a_setup_error(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "stand_in" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"raise ValueError({str(ABI)!r})\n")
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(SourceSetupError, match="picamera2 fails to import \\(ValueError: numpy.dtype size") as info:
+        open_source("picamera2", fps=5.0)
+    assert info.value.exit_code == EX_CONFIG
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
