@@ -133,7 +133,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgeError(f"{out}: cannot create output folder ({exc.strerror or exc}); choose another --out") from None
-    source = open_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height)
+    source = open_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height, cfg.camera.realtime)
     saved, last_t = 0, None
     try:
         while saved < args.count:

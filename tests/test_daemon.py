@@ -110,8 +110,33 @@ def test_replay_of_a_video_closes_the_open_event_at_the_end(tmp_path: Path, brig
     assert proc.returncode == 0, proc.stderr
     states = [r for r in json_lines(proc.stdout) if r["kind"] == "state"]
     assert [r["state"] for r in states] == ["ON", "OFF"]
-    assert states[0]["at"] == "1970-01-01T00:00:00.700Z"             # the video's own 10 fps timeline
+    # scored like a 5 fps camera: frames 0, 2, 4 … of the 10 fps video; the 3rd bright one scored is frame 10
+    assert states[0]["at"] == "1970-01-01T00:00:01.000Z"             # the video's own timeline
+    assert states[0]["event"]["started_at"] == "1970-01-01T00:00:00.600Z"
     assert states[1]["event"]["ended_at"] == "1970-01-01T00:00:01.400Z"
+    assert states[1]["event"]["frames"] == 5                          # frames 6, 8, 10, 12, 14
+
+
+def test_realtime_replay_takes_its_duration_and_reports_wall_clock_times(tmp_path: Path,
+                                                                         brightness_model: Path) -> None:
+    frames = write_frames(tmp_path / "frames", [20] * 2 + [230] * 5 + [20] * 3)     # 10 frames = 2 s at 5 fps
+    cfg = write_config(tmp_path, frames, brightness_model, "", fps=5.0)
+    cfg.write_text(cfg.read_text().replace("fps = 5.0\n", "fps = 5.0\nrealtime = true\n"))
+    before = time.time()
+    t0 = time.monotonic()
+    proc = run_cli("run", "--config", str(cfg))
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed >= 0.8 * 2.0                                       # a lower bound only: the machine is shared
+    on, off = [r for r in json_lines(proc.stdout) if r["kind"] == "state"]
+    assert (on["state"], off["state"]) == ("ON", "OFF")               # the open episode is closed at the end
+    at = {name: datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+          for name, value in [("on", on["at"]), ("started", on["event"]["started_at"]),
+                              ("ended", off["event"]["ended_at"])]}
+    assert before - 1 <= at["started"] <= before + 60                  # real times, not 1970
+    # spaced exactly as the timeline: bright frames 2..6, ON at the 3rd (frame 4), last seen at frame 6
+    assert at["on"] - at["started"] == pytest.approx(0.4, abs=0.002)
+    assert at["ended"] - at["started"] == pytest.approx(0.8, abs=0.002)
 
 
 def test_replays_are_deterministic(tmp_path: Path, brightness_model: Path) -> None:
