@@ -568,7 +568,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     video = work / "replay.avi"
     print(f"[0/5] writing {video}: {args.frames} frames, {WIDTH}x{HEIGHT} MJPG", flush=True)
     jpegs = write_video(video, args.frames)
-    replay_cfg = write_config(work / "replay.toml", str(video), model, LIVE_FPS)
+    # fps = the video's rate, so the replay scores every frame (at fps 5 it would score every other one)
+    replay_cfg = write_config(work / "replay.toml", str(video), model, VIDEO_FPS)
     print("[1/5] per-stage split", flush=True)
     stages = stage_split(video, model)
     print(f"[2/5] bare invoke vs Daemon.run() ({args.rounds} rounds)", flush=True)

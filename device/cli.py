@@ -107,7 +107,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         _report(True, "mqtt", "no [mqtt] section: events go to stdout as JSON lines")
     if cfg.gpio is not None:
-        _report(True, "gpio", f"pin {cfg.gpio.pin} configured (not switched by check)")
+        gpio = cfg.gpio
+
+        def pin() -> str:
+            from device.sinks.gpio import probe_pin
+
+            return probe_pin(gpio)
+
+        step("gpio", pin)
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)
         return max(failures)
@@ -126,7 +133,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgeError(f"{out}: cannot create output folder ({exc.strerror or exc}); choose another --out") from None
-    source = open_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height)
+    source = open_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height, cfg.camera.realtime)
     saved, last_t = 0, None
     try:
         while saved < args.count:
@@ -164,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     with_config(sub.add_parser("run", help="watch the camera and report presence")).set_defaults(fn=_cmd_run)
-    check = with_config(sub.add_parser("check", help="validate config, source, model, scoring and broker"))
+    check = with_config(sub.add_parser("check", help="validate config, source, model, scoring, broker and GPIO"))
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker (default 5)")
     check.set_defaults(fn=_cmd_check)
     capture = with_config(sub.add_parser("capture", help="save frames from the camera as JPEGs"))

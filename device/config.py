@@ -33,6 +33,7 @@ class CameraConfig:
     height: int | None = None
     roi: list[float] | None = None      # x, y, w, h as fractions of the frame
     tiles: bool = False
+    realtime: bool = False              # files and folders: replay at their own pace, not as fast as possible
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.fps) and 0 < self.fps <= 120):

@@ -139,7 +139,8 @@ class Daemon:
                  "config override" if cfg.model.threshold is not None else
                  "model.json, tiles" if cfg.camera.tiles else "model.json", runner.backend)
 
-        source = make_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height)
+        source = make_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height,
+                             cfg.camera.realtime)
         source.open()
         sinks: list[Sink] = []
         try:

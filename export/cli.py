@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from device.cli_main import run_main, setup_logging
+from device.errors import require_modules
+from training.cli import INSTALL_TRAIN, TRAIN_MODULES
 from training.tf_quiet import import_tensorflow_quietly
 
 
@@ -18,9 +20,10 @@ def main(argv: list[str] | None = None) -> int:
                    "model.json is written beside it")
     args = p.parse_args(argv)
     setup_logging()
-    import_tensorflow_quietly()
 
     def job() -> int:
+        require_modules(TRAIN_MODULES, INSTALL_TRAIN)   # one line on a device-only install, not a traceback
+        import_tensorflow_quietly()
         from export.pipeline import export_model
 
         card = export_model(args.model_dir, args.out)

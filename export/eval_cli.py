@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 from device.cli_main import run_main, setup_logging
+from device.errors import require_modules
+
+# eval-edge scores with the device's runner, so beyond the `device` extra it needs only these (of the `train` extra).
+EVAL_MODULES = {"sklearn": "scikit-learn", "tqdm": "tqdm"}
+PLOT_MODULES = {"matplotlib": "matplotlib"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("WARNING")
 
     def job() -> int:
+        modules = {**EVAL_MODULES, **(PLOT_MODULES if args.plot else {})}
+        require_modules(modules, f"beyond the device extra eval-edge needs only {', '.join(modules.values())}: "
+                                 f"pip install {' '.join(modules.values())}, or the whole workstation extra: "
+                                 "pip install 'edge-oneclass[train]' (from the repository: pip install -e '.[train]')")
         from device.runner import Runner
         from export.evaluate import score_folder
         from export.metrics import detection_metrics

@@ -27,6 +27,7 @@ def test_defaults_for_an_empty_file(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, ""), require_model=False)
     assert isinstance(cfg, Config)
     assert cfg.camera.source == "picamera2" and cfg.camera.fps == 5.0 and cfg.camera.region is None
+    assert cfg.camera.realtime is False                  # replays run as fast as possible unless asked
     assert cfg.model.path == "/var/lib/edge-device/model.tflite" and cfg.model.threads == 2
     assert cfg.model.threshold is None
     assert (cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay) == (3, 5, 30.0)
@@ -43,6 +44,7 @@ width = 320
 height = 240
 roi = [0.25, 0, 0.5, 1]
 tiles = true
+realtime = true
 [detect]
 on_frames = 2
 window = 4
@@ -54,7 +56,7 @@ dir = "/tmp/snaps"
 level = "debug"
 """, model=brightness_model))
     assert cfg.camera.source == 0 and cfg.camera.fps == 2.0 and isinstance(cfg.camera.fps, float)
-    assert cfg.camera.region == Roi(0.25, 0.0, 0.5, 1.0) and cfg.camera.tiles
+    assert cfg.camera.region == Roi(0.25, 0.0, 0.5, 1.0) and cfg.camera.tiles and cfg.camera.realtime is True
     assert (cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay) == (2, 4, 5.0)
     assert not cfg.snapshot.enabled and cfg.snapshot.dir == "/tmp/snaps"
     assert cfg.log.level == "DEBUG"
@@ -73,6 +75,7 @@ def test_the_shipped_example_parses(tmp_path: Path) -> None:
     ("[detect]\noff_dealy = 5\n", "detect.off_dealy"),
     ("[camera]\nfps = \"fast\"\n", "camera.fps"),
     ("[camera]\ntiles = 1\n", "camera.tiles"),
+    ("[camera]\nrealtime = \"yes\"\n", "camera.realtime"),
     ("[model]\nthreads = 2.5\n", "model.threads"),
     ("[camera]\nsource = 1.5\n", "camera.source"),
     ("[camera]\nroi = [0, 0, 1.5, 1]\n", "camera.roi"),

@@ -6,6 +6,7 @@ as systemd would. The only fake is a `picamera2` module on PYTHONPATH for the li
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -109,8 +110,33 @@ def test_replay_of_a_video_closes_the_open_event_at_the_end(tmp_path: Path, brig
     assert proc.returncode == 0, proc.stderr
     states = [r for r in json_lines(proc.stdout) if r["kind"] == "state"]
     assert [r["state"] for r in states] == ["ON", "OFF"]
-    assert states[0]["at"] == "1970-01-01T00:00:00.700Z"             # the video's own 10 fps timeline
+    # scored like a 5 fps camera: frames 0, 2, 4 … of the 10 fps video; the 3rd bright one scored is frame 10
+    assert states[0]["at"] == "1970-01-01T00:00:01.000Z"             # the video's own timeline
+    assert states[0]["event"]["started_at"] == "1970-01-01T00:00:00.600Z"
     assert states[1]["event"]["ended_at"] == "1970-01-01T00:00:01.400Z"
+    assert states[1]["event"]["frames"] == 5                          # frames 6, 8, 10, 12, 14
+
+
+def test_realtime_replay_takes_its_duration_and_reports_wall_clock_times(tmp_path: Path,
+                                                                         brightness_model: Path) -> None:
+    frames = write_frames(tmp_path / "frames", [20] * 2 + [230] * 5 + [20] * 3)     # 10 frames = 2 s at 5 fps
+    cfg = write_config(tmp_path, frames, brightness_model, "", fps=5.0)
+    cfg.write_text(cfg.read_text().replace("fps = 5.0\n", "fps = 5.0\nrealtime = true\n"))
+    before = time.time()
+    t0 = time.monotonic()
+    proc = run_cli("run", "--config", str(cfg))
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed >= 0.8 * 2.0                                       # a lower bound only: the machine is shared
+    on, off = [r for r in json_lines(proc.stdout) if r["kind"] == "state"]
+    assert (on["state"], off["state"]) == ("ON", "OFF")               # the open episode is closed at the end
+    at = {name: datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+          for name, value in [("on", on["at"]), ("started", on["event"]["started_at"]),
+                              ("ended", off["event"]["ended_at"])]}
+    assert before - 1 <= at["started"] <= before + 60                  # real times, not 1970
+    # spaced exactly as the timeline: bright frames 2..6, ON at the 3rd (frame 4), last seen at frame 6
+    assert at["on"] - at["started"] == pytest.approx(0.4, abs=0.002)
+    assert at["ended"] - at["started"] == pytest.approx(0.8, abs=0.002)
 
 
 def test_replays_are_deterministic(tmp_path: Path, brightness_model: Path) -> None:
@@ -171,6 +197,87 @@ def test_check_fails_on_a_bad_source_and_an_unreachable_broker(tmp_path: Path, b
     status = {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines()}
     assert status == {"config": "OK", "model": "OK", "source": "FAIL", "mqtt": "FAIL"}
     assert "Traceback" not in proc.stderr
+
+
+def write_gpio_config(tmp_path: Path, model: Path, pin: int | str = 17) -> Path:
+    return write_config(tmp_path, write_frames(tmp_path / "frames"), model,
+                        f"[log]\nlevel = \"WARNING\"\n[gpio]\npin = {json.dumps(pin)}\n")
+
+
+def check_status(stdout: str) -> dict[str, str]:
+    return {line.split()[1]: line.split()[0] for line in stdout.splitlines()}
+
+
+def test_check_opens_the_pin_factory_gpio_would_use(tmp_path: Path, brightness_model: Path) -> None:
+    proc = run_cli("check", "--config", str(write_gpio_config(tmp_path, brightness_model)),
+                   env={"GPIOZERO_PIN_FACTORY": "mock"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert check_status(proc.stdout)["gpio"] == "OK"
+    assert "pin 17 is GPIO17 (J8:11)" in proc.stdout and "MockFactory" in proc.stdout
+    bad = run_cli("check", "--config", str(write_gpio_config(tmp_path, brightness_model, pin=99)),
+                  env={"GPIOZERO_PIN_FACTORY": "mock"})
+    assert bad.returncode == 78 and check_status(bad.stdout)["gpio"] == "FAIL"
+    assert "gpio.pin 99 does not exist on this board" in bad.stdout
+
+
+def no_pin_library() -> bool:
+    return not any(importlib.util.find_spec(m) for m in ("lgpio", "RPi", "pigpio"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lgpio") is not None, reason="lgpio is installed here")
+def test_check_and_run_agree_on_a_pin_factory_that_cannot_load(tmp_path: Path, brightness_model: Path) -> None:
+    cfg = write_gpio_config(tmp_path, brightness_model)
+    proc = run_cli("check", "--config", str(cfg), env={"GPIOZERO_PIN_FACTORY": "lgpio"})
+    assert proc.returncode == 78
+    [line] = [line for line in proc.stdout.splitlines() if line.split()[1] == "gpio"]
+    assert line.startswith("FAIL gpio") and "GPIOZERO_PIN_FACTORY=lgpio cannot be loaded" in line
+    assert "No module named 'lgpio'" in line and "apt install python3-lgpio" in line
+    run = run_cli("run", "--config", str(cfg), env={"GPIOZERO_PIN_FACTORY": "lgpio"})
+    assert run.returncode == 78 and "Traceback" not in run.stderr
+    assert stderr_lines(run.stderr) == [f"edge-device: {line.split(maxsplit=2)[2]}"]
+
+
+@pytest.mark.skipif(not no_pin_library() or Path("/proc/device-tree/model").exists(),
+                    reason="this machine has a GPIO library or is a Raspberry Pi")
+def test_check_fails_gpio_when_no_pin_factory_is_available(tmp_path: Path, brightness_model: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GPIOZERO_PIN_FACTORY"}
+    proc = subprocess.run([*EDGE_DEVICE, "check", "--config", str(write_gpio_config(tmp_path, brightness_model))],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert proc.returncode == 78
+    assert check_status(proc.stdout) == {"config": "OK", "model": "OK", "source": "OK", "score": "OK",
+                                         "mqtt": "OK", "gpio": "FAIL"}
+    assert "no GPIO library available" in proc.stdout and "install python3-lgpio" in proc.stdout
+    assert "Traceback" not in proc.stderr and "warnings.warn" not in proc.stderr
+
+
+def stderr_lines(stderr: str) -> list[str]:
+    """stderr without LiteRT's native banner (printed when the interpreter is created, below Python)."""
+    return [line for line in stderr.splitlines() if not line.startswith("INFO: Created TensorFlow Lite")]
+
+
+def broken_picamera2_path(tmp_path: Path) -> Path:
+    """A stand-in picamera2 package that fails at import as apt's does next to a pip numpy of another ABI."""
+    package = tmp_path / "broken_modules" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('raise ValueError("numpy.dtype size changed, may indicate binary '
+                                         'incompatibility. Expected 96 from C header, got 88 from PyObject")\n')
+    return package.parent
+
+
+def test_picamera2_that_fails_to_import_is_one_line_and_exit_78(tmp_path: Path, brightness_model: Path) -> None:
+    cfg = write_config(tmp_path, "picamera2", brightness_model, '[log]\nlevel = "WARNING"\n')
+    env = {"PYTHONPATH": f"{broken_picamera2_path(tmp_path)}{os.pathsep}{ROOT}"}
+    run = run_cli("run", "--config", str(cfg), env=env)
+    assert run.returncode == 78, run.stderr                   # systemd's RestartPreventExitStatus: no restart loop
+    assert "Traceback" not in run.stderr
+    [line] = stderr_lines(run.stderr)
+    assert line.startswith("edge-device: picamera2 fails to import (ValueError: numpy.dtype size changed")
+    assert "numpy" in line and "scripts/install-pi.sh" in line and "pip install 'numpy==" in line
+    check = run_cli("check", "--config", str(cfg), env=env)
+    assert check.returncode == 78 and "Traceback" not in check.stderr
+    assert check_status(check.stdout) == {"config": "OK", "model": "OK", "source": "FAIL", "mqtt": "OK"}
+    [source] = [s for s in check.stdout.splitlines() if s.split()[1] == "source"]
+    assert "ValueError: numpy.dtype size changed" in source and "scripts/install-pi.sh" in source
 
 
 def test_capture_saves_jpegs(tmp_path: Path, brightness_model: Path) -> None:

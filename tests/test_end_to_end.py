@@ -69,6 +69,7 @@ def test_replay_drives_mqtt_and_gpio(trained_model: Path, dev_data: Path, mosqui
     config.write_text(f"""
 [camera]
 source = "{video}"
+fps = {FPS}
 [model]
 path = "{model}"
 threads = 2

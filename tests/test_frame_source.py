@@ -12,17 +12,19 @@ import sys
 import threading
 import time
 import types
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from device.errors import SourceError
+from device.errors import EX_CONFIG, SourceError, SourceSetupError
 from device.sources import LatestFrameReader, make_source, open_source
+from device.sources.base import ReplayClock
 from device.sources.folder import FolderSource
 from device.sources.opencv import CaptureSource, VideoFileSource
-from device.sources.picamera2 import Picamera2Source
+from device.sources.picamera2 import Picamera2Source, import_error_message, system_numpy_version
 
 W, H = 64, 48
 
@@ -39,12 +41,13 @@ def write_video(path: Path, levels: list[int], fps: float, fourcc: str) -> Path:
 
 
 @pytest.mark.parametrize("name, fourcc", [("clip.avi", "MJPG"), ("clip.mp4", "mp4v")])
-def test_video_file_replays_every_frame_on_its_own_timeline(tmp_path: Path, name: str, fourcc: str) -> None:
+def test_video_file_at_its_own_rate_replays_every_frame_on_its_own_timeline(tmp_path: Path, name: str,
+                                                                             fourcc: str) -> None:
     levels = [40 + 10 * i for i in range(20)]
     path = write_video(tmp_path / name, levels, fps=10.0, fourcc=fourcc)
-    source = open_source(str(path), fps=5.0)
+    source = open_source(str(path), fps=10.0)
     assert isinstance(source, VideoFileSource) and not source.live
-    assert source.fps == pytest.approx(10.0)
+    assert source.video_fps == pytest.approx(10.0) and source.fps == 10.0
     frames = []
     while (frame := source.read()) is not None:
         frames.append(frame)
@@ -71,6 +74,103 @@ def test_video_replay_is_deterministic(tmp_path: Path) -> None:
             return out
 
     assert run() == run()
+
+
+BITS = 8     # a frame's index as 8 vertical stripes, black = 0 and white = 1: survives any codec
+
+
+def write_numbered_video(path: Path, frames: int, fps: float, fourcc: str = "MJPG") -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} here"
+    stripe = W // BITS
+    for i in range(frames):
+        bgr = np.zeros((H, W, 3), np.uint8)
+        for bit in range(BITS):
+            if i >> bit & 1:
+                bgr[:, bit * stripe:(bit + 1) * stripe] = 255
+        writer.write(bgr)
+    writer.release()
+    return path
+
+
+def frame_number(image: np.ndarray) -> int:
+    stripe = W // BITS
+    return sum(1 << bit for bit in range(BITS) if image[:, bit * stripe + 2:(bit + 1) * stripe - 2].mean() > 128)
+
+
+def camera_picks(frames: int, video_fps: int, fps: int) -> list[int]:
+    """The oracle, in exact fractions: for each tick k / fps, the first frame i with i / video_fps >= k / fps."""
+    picks: list[int] = []
+    k = 0
+    while Fraction(k, fps) <= Fraction(frames - 1, video_fps):
+        first = next(i for i in range(frames) if Fraction(i, video_fps) >= Fraction(k, fps))
+        if not picks or picks[-1] != first:
+            picks.append(first)
+        k += 1
+    return picks
+
+
+@pytest.mark.parametrize("fps, fourcc", [(5, "MJPG"), (5, "mp4v"), (7, "MJPG"), (30, "MJPG"), (60, "MJPG")])
+def test_video_replay_scores_the_frames_a_camera_at_fps_would(tmp_path: Path, fps: int, fourcc: str) -> None:
+    """A 30 fps, 3 s video: at fps 5 frames 0, 6, 12 … (as live, where [detect] counts frames at `fps`); at
+    30 or 60 every frame once (never more than the video's rate); the pixels are those of the frame named."""
+    path = write_numbered_video(tmp_path / ("clip.avi" if fourcc == "MJPG" else "clip.mp4"), 90, 30.0, fourcc)
+    with open_source(str(path), fps=float(fps)) as source:
+        assert isinstance(source, VideoFileSource) and source.video_fps == pytest.approx(30.0)
+        frames = []
+        while (f := source.read()) is not None:
+            frames.append(f)
+    expected = {5: list(range(0, 90, 6)), 7: camera_picks(90, 30, 7), 30: list(range(90)), 60: list(range(90))}[fps]
+    assert [f.index for f in frames] == expected
+    assert [frame_number(f.image) for f in frames] == expected       # retrieve() gave the frame grab() reached
+    assert [f.t for f in frames] == pytest.approx([i / 30.0 for i in expected])
+    if fps == 7:
+        assert expected[:5] == [0, 5, 9, 13, 18]      # ticks at 0, 1/7, 2/7 … s: the first frame at or after each
+
+
+def test_realtime_replay_takes_about_its_duration_and_stamps_wall_clock(tmp_path: Path) -> None:
+    path = write_numbered_video(tmp_path / "clip.avi", 60, 30.0)       # 2 s
+    with open_source(str(path), fps=5.0) as source:
+        fast = [(f.index, f.t) for f in iter(source.read, None)]
+    before = time.time()
+    t0 = time.monotonic()
+    with open_source(str(path), fps=5.0, realtime=True) as source:
+        slow = list(iter(source.read, None))
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 0.8 * 2.0                                    # a lower bound only: the machine is shared
+    assert [f.index for f in slow] == [i for i, _ in fast] == list(range(0, 60, 6))
+    assert abs(slow[0].t - before) < 5                             # wall-clock time, not 1970
+    # spaced exactly like the timeline (no sleep jitter), so debouncing matches the fast replay
+    assert [f.t - slow[0].t for f in slow] == pytest.approx([t for _, t in fast], abs=1e-6)
+
+
+def test_realtime_folder_replay_is_paced_at_fps(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "frames")          # 4 readable images at 4 fps: the last at 0.75 s
+    t0 = time.monotonic()
+    with open_source(str(folder), fps=4.0, realtime=True) as source:
+        frames = list(iter(source.read, None))
+    assert time.monotonic() - t0 >= 0.8 * 0.75
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert [f.t - frames[0].t for f in frames] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+
+
+def test_replay_clock_waits_for_each_frame_and_never_to_catch_up() -> None:
+    now = [100.0]
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        now[0] += s
+
+    clock = ReplayClock(True, monotonic=lambda: now[0], wall=lambda: 5000.0 + now[0], sleep=sleep)
+    assert clock.stamp(0.0) == 5100.0 and sleeps == []               # the first frame: at once
+    now[0] += 0.05                                                    # 50 ms of work on it
+    assert clock.stamp(0.2) == pytest.approx(5100.2) and sleeps == [pytest.approx(0.15)]
+    now[0] += 0.5                                                     # a slow frame: behind schedule
+    assert clock.stamp(0.4) == pytest.approx(5100.4) and len(sleeps) == 1
+    clock.reset()
+    assert clock.stamp(3.0) == pytest.approx(now[0] + 5000.0)         # reopened: anchored anew
+    assert ReplayClock(False).stamp(1.25) == 1.25                     # as fast as possible: the timeline itself
 
 
 def write_folder(folder: Path) -> Path:
@@ -348,5 +448,61 @@ def test_picamera2_default_size_is_640x480(monkeypatch) -> None:
 
 def test_picamera2_missing_is_a_source_error_saying_what_to_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)     # import picamera2 -> ImportError
-    with pytest.raises(SourceError, match="picamera2 is not installed.*python3-picamera2"):
+    with pytest.raises(SourceError, match="picamera2 is not installed.*python3-picamera2") as info:
         open_source("picamera2", fps=5.0)
+    assert info.value.exit_code == EX_CONFIG                 # installing is not something a restart does
+
+
+def fake_system_site(tmp_path: Path, numpy_version: str, layout: str = "egg-info") -> Path:
+    """apt's dist-packages with only numpy's metadata (Debian ships egg-info folders, pip dist-info)."""
+    site = tmp_path / "dist-packages"
+    if layout == "egg-info":
+        meta = site / f"numpy-{numpy_version}.egg-info"
+        meta.mkdir(parents=True)
+        (meta / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: numpy\nVersion: {numpy_version}\n")
+    else:
+        meta = site / f"numpy-{numpy_version}.dist-info"
+        meta.mkdir(parents=True)
+        (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: numpy\nVersion: {numpy_version}\n")
+    return site
+
+
+ABI = ValueError("numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from C header, "
+                 "got 88 from PyObject")
+
+
+@pytest.mark.parametrize("layout", ["egg-info", "dist-info"])
+def test_picamera2_numpy_mismatch_names_both_versions_and_the_fix(tmp_path: Path, layout: str) -> None:
+    site = fake_system_site(tmp_path, "1.24.2", layout)
+    assert system_numpy_version(site) == "1.24.2"
+    message = import_error_message(ABI, site)
+    assert "\n" not in message
+    assert "ValueError: numpy.dtype size changed, may indicate binary incompatibility" in message
+    assert f"the venv's numpy {np.__version__} differs from the system numpy 1.24.2" in message
+    assert "scripts/install-pi.sh" in message and "pip install 'numpy==1.24.2' in the venv" in message
+
+
+def test_picamera2_import_failures_are_one_line_whatever_the_cause(tmp_path: Path) -> None:
+    empty = tmp_path / "no-apt"
+    empty.mkdir()
+    assert system_numpy_version(empty) is None
+    unknown = import_error_message(ABI, empty)
+    assert "numpy==<system version>" in unknown and "/usr/bin/python3 -c" in unknown
+    same = import_error_message(ABI, fake_system_site(tmp_path, np.__version__))
+    assert "share numpy" in same and "apt full-upgrade" in same and "pip install" not in same
+    multi = import_error_message(ImportError("numpy.core.multiarray failed to import\n\nsee above"), empty)
+    assert "\n" not in multi and "ImportError: numpy.core.multiarray failed to import see above" in multi
+    other = import_error_message(OSError("libcamera.so.0.3: cannot open shared object file"), empty)
+    assert "OSError: libcamera.so.0.3" in other and "apt install --reinstall python3-picamera2" in other
+
+
+def test_picamera2_that_raises_at_import_is_a_setup_error(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "stand_in" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"raise ValueError({str(ABI)!r})\n")
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(SourceSetupError, match="picamera2 fails to import \\(ValueError: numpy.dtype size") as info:
+        open_source("picamera2", fps=5.0)
+    assert info.value.exit_code == EX_CONFIG
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from device.config_section import parse_section
 from device.errors import ConfigError
 from device.events import Event, StateChange
-from device.sinks.gpio import GpioConfig, GpioSink
+from device.sinks.gpio import GpioConfig, GpioSink, probe_pin
 
 
 def change(present: bool) -> StateChange:
@@ -90,3 +91,33 @@ def test_pin_in_use_is_config_error(factory):
     with pytest.raises(ConfigError, match="gpio.pin 17 cannot be used"):
         GpioSink(GpioConfig(pin=17), pin_factory=factory)
     first.close()
+
+
+@pytest.fixture
+def default_factory():
+    """gpiozero's process-wide default factory set to a MockFactory, as GPIOZERO_PIN_FACTORY=mock would."""
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = None
+
+
+def test_probe_finds_the_pin_without_opening_it(default_factory):
+    """`check` must not open the pin: on real backends that resets it (and a running daemon's relay with it)."""
+    detail = probe_pin(GpioConfig(pin="BOARD11"))
+    assert "pin BOARD11 is GPIO17 (J8:11)" in detail and "MockFactory" in detail
+    assert default_factory.pins == {}                  # no Pin object was created, so nothing was claimed
+    with pytest.raises(ConfigError, match=r"gpio.pin 'GPIO99' does not exist on this board \(Raspberry Pi"):
+        probe_pin(GpioConfig(pin="GPIO99"))
+
+
+def test_a_pin_factory_that_cannot_load_is_one_config_error(monkeypatch):
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "no-such-factory")
+    for attempt in (lambda: probe_pin(GpioConfig(pin=17)), lambda: GpioSink(GpioConfig(pin=17))):
+        with pytest.raises(ConfigError) as info:
+            attempt()
+        message = str(info.value)
+        assert message.startswith("gpio: GPIOZERO_PIN_FACTORY=no-such-factory cannot be loaded (BadPinFactory: ")
+        assert "unset GPIOZERO_PIN_FACTORY" in message and "\n" not in message
+        assert info.value.exit_code == 78

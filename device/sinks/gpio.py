@@ -7,11 +7,13 @@ argument, so this sink is tested with gpiozero's MockFactory and no Pi.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from gpiozero import DigitalOutputDevice
+from gpiozero import Device, DigitalOutputDevice
 from gpiozero.exc import BadPinFactory, GPIOZeroError, PinInvalidPin
 
 from device.errors import ConfigError
@@ -44,11 +46,55 @@ class GpioConfig:
             self.pin = self.pin.strip()
 
 
+def load_pin_factory() -> Any:
+    """The pin factory a DigitalOutputDevice would get: GPIOZERO_PIN_FACTORY, else the first of lgpio, rpigpio,
+    pigpio, native that loads. Any failure is a ConfigError saying what to install: it cannot fix itself."""
+    try:
+        with warnings.catch_warnings(record=True) as fallbacks:   # gpiozero warns once per factory it skips
+            warnings.simplefilter("always")
+            Device.ensure_pin_factory()
+    except Exception as exc:  # noqa: BLE001 - a missing module, no Pi, no permission: all mean "no GPIO here"
+        cause = " ".join(f"{type(exc).__name__}: {exc}".split())
+        chosen = os.environ.get("GPIOZERO_PIN_FACTORY")
+        if chosen is not None:
+            raise ConfigError(f"{SECTION}: GPIOZERO_PIN_FACTORY={chosen} cannot be loaded ({cause}); install its "
+                              f"library (lgpio: apt install python3-lgpio, venv with --system-site-packages) or "
+                              f"unset GPIOZERO_PIN_FACTORY") from None
+        raise ConfigError(f"{SECTION}: no GPIO library available ({cause}); install python3-lgpio on the Pi "
+                          f"(venv with --system-site-packages), or remove [gpio] from the config") from None
+    for fallback in fallbacks:      # it worked: say which factories were skipped, one log line each
+        log.warning("gpio: %s", fallback.message)
+    return Device.pin_factory
+
+
+def probe_pin(cfg: GpioConfig) -> str:
+    """For `edge-device check`: the pin factory loads and the pin exists on this board; raises ConfigError if not.
+
+    The pin itself is not opened: on every gpiozero backend opening a pin sets its function (lgpio claims it as an
+    input, RPi.GPIO and native rewrite its function register), which would release a relay held by a running
+    daemon. So `check` leaves the pin exactly as it is.
+    """
+    factory = load_pin_factory()
+    try:
+        found = next(iter(factory.board_info.find_pin(cfg.pin)), None)
+    except Exception as exc:  # noqa: BLE001 - board detection reads /proc and the device tree
+        raise ConfigError(f"{SECTION}: cannot read this board's pins ({type(exc).__name__}: {exc}); "
+                          f"is this a Raspberry Pi?") from None
+    if found is None:
+        raise ConfigError(f"{SECTION}.pin {cfg.pin!r} does not exist on this board ({factory.board_info.description});"
+                          f" check the pin number (BCM numbering unless 'BOARD…')")
+    header, info = found
+    return (f"pin {cfg.pin} is {info.name} ({header.name}:{info.number}) on {factory.board_info.description} via "
+            f"{type(factory).__name__}; not opened, so a running daemon's output is left alone")
+
+
 class GpioSink(Sink):
     """Drives one output pin: on while present, off while absent, off and released at close()."""
 
     def __init__(self, cfg: GpioConfig, pin_factory: Any = None) -> None:
         self.cfg = cfg
+        if pin_factory is None:
+            load_pin_factory()      # one line and exit 78 for any factory failure, as `check` reports it
         try:
             self._device: DigitalOutputDevice | None = DigitalOutputDevice(
                 cfg.pin, active_high=cfg.active_high, initial_value=cfg.initial, pin_factory=pin_factory)

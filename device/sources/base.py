@@ -20,7 +20,8 @@ class Source(ABC):
     """open() / read() / close(). `read()` returns None only at the end of a finite source.
 
     Live sources (cameras, streams) return the newest frame stamped with wall-clock capture time and never a
-    queue of stale ones; finite sources (video files, folders) return every frame on their own timeline.
+    queue of stale ones; finite sources (video files, folders) return the frames a camera at `fps` would have
+    scored, on their own timeline, as fast as they decode (or at the timeline's pace with `realtime`).
     """
 
     live: bool = False
@@ -126,3 +127,38 @@ class LatestFrameReader:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+class ReplayClock:
+    """`[camera] realtime` for finite sources: `stamp(t)` waits until timeline time `t` has come, then returns it
+    as wall-clock time (the first frame's wall time + t's offset from the first frame).
+
+    Why in the source's read() and not the daemon's loop: a camera's read() also blocks until its next frame
+    exists, so a realtime replay looks to the daemon like a camera delivering exactly the timeline, and the daemon
+    keeps treating finite sources as "no pacing, no dropped-frame accounting"; `capture` paces the same way.
+    Stamps keep the timeline's exact spacing (no sleep jitter): debouncing gives the same events as a fast replay,
+    only shifted to now, so MQTT events carry real times. A loop slower than the timeline falls behind rather than
+    skipping frames, and a stop request waits for at most one frame interval.
+    """
+
+    def __init__(self, realtime: bool, monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.realtime = realtime
+        self._monotonic, self._wall, self._sleep = monotonic, wall, sleep
+        self._origin: tuple[float, float, float] | None = None     # monotonic, wall clock, timeline t
+
+    def reset(self) -> None:
+        """Start over: the next frame stamped is delivered at once and anchors the timeline to now."""
+        self._origin = None
+
+    def stamp(self, t: float) -> float:
+        """`t` unchanged (as fast as possible), or wait for it and return it as wall-clock time (realtime)."""
+        if not self.realtime:
+            return t
+        if self._origin is None:
+            self._origin = (self._monotonic(), self._wall(), t)
+        mono0, wall0, t0 = self._origin
+        delay = mono0 + (t - t0) - self._monotonic()
+        if delay > 0:
+            self._sleep(delay)
+        return wall0 + (t - t0)

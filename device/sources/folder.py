@@ -8,20 +8,22 @@ from pathlib import Path
 from device.errors import ImageError, SourceError
 from device.frame import Frame
 from device.image_io import list_images, load_rgb
-from device.sources.base import Source
+from device.sources.base import ReplayClock, Source
 
 log = logging.getLogger(__name__)
 
 
 class FolderSource(Source):
-    """Images below a folder, sorted by path, stamped t = index / fps; unreadable files are logged and skipped."""
+    """Images below a folder, sorted by path, one per frame at `fps`: stamped t = index / fps (wall-clock anchored
+    and paced with `realtime`, see ReplayClock); unreadable files are logged and skipped."""
 
     live = False
 
-    def __init__(self, folder: str | Path, fps: float) -> None:
+    def __init__(self, folder: str | Path, fps: float, realtime: bool = False) -> None:
         super().__init__(str(folder))
         self.folder = Path(folder)
         self.fps = fps
+        self._clock = ReplayClock(realtime)
         self._paths: list[Path] = []
         self._pos = 0
         self._index = 0
@@ -34,7 +36,9 @@ class FolderSource(Source):
         if not self._paths:
             raise SourceError(f"image folder {self.folder} has no images (.jpg, .png, .bmp, .webp)")
         self._pos, self._index, self.skipped = 0, 0, []
-        log.info("replaying %d images from %s at %.2f fps timeline", len(self._paths), self.folder, self.fps)
+        self._clock.reset()
+        log.info("replaying %d images from %s at %.2f fps%s", len(self._paths), self.folder, self.fps,
+                 " in real time" if self._clock.realtime else " timeline, as fast as possible")
 
     def read(self) -> Frame | None:
         while self._pos < len(self._paths):
@@ -46,7 +50,7 @@ class FolderSource(Source):
                 log.warning("%s", exc)
                 self.skipped.append(path)
                 continue
-            frame = Frame(image=image, t=self._index / self.fps, index=self._index)
+            frame = Frame(image=image, t=self._clock.stamp(self._index / self.fps), index=self._index)
             self._index += 1
             return frame
         return None

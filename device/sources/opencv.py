@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 
 from device.errors import SourceError
 from device.frame import Frame
-from device.sources.base import LatestFrameReader, Source
+from device.sources.base import LatestFrameReader, ReplayClock, Source
 
 log = logging.getLogger(__name__)
 
@@ -89,37 +90,54 @@ class CaptureSource(Source):
 
 
 class VideoFileSource(Source):
-    """A video file replayed as fast as it decodes, on its own timeline t = index / video fps."""
+    """A video file scored like a camera paced at `fps`, so `[detect]` counts frames the same as live.
+
+    On the video's timeline t = index / video_fps, read() returns the first frame at or after each tick k / fps,
+    each frame at most once (never more than the video's own rate). Frames in between are grab()bed but never
+    retrieve()d, so they cost no colour conversion. Frame.t is the video timeline (wall-clock anchored and paced
+    with `realtime`, see ReplayClock) and Frame.index the video's frame index.
+    """
 
     live = False
+    _EPS = 1e-6     # in ticks: a frame exactly on a tick (30 fps video, 5 fps) must not lose it to rounding
 
-    def __init__(self, path: str | Path, fallback_fps: float) -> None:
+    def __init__(self, path: str | Path, fps: float, realtime: bool = False) -> None:
         super().__init__(str(path))
         self.path = Path(path)
-        self.fallback_fps = fallback_fps
-        self.fps = fallback_fps
+        self.fps = fps              # the camera rate frames are picked at
+        self.video_fps = fps        # the file's own rate, read at open(); `fps` when the file does not say
+        self._clock = ReplayClock(realtime)
         self._cap: cv2.VideoCapture | None = None
-        self._index = 0
+        self._index = 0             # video index of the next frame grab() returns
+        self._tick = 0              # the next camera tick k (at k / fps) still waiting for a frame
 
     def open(self) -> None:
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open video file {self.path}; is it a video OpenCV can decode?")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and 0 < fps < 1000 else self.fallback_fps
-        self._cap, self._index = cap, 0
-        log.info("replaying %s at %.2f fps timeline", self.path, self.fps)
+        video_fps = cap.get(cv2.CAP_PROP_FPS)
+        self.video_fps = float(video_fps) if video_fps and 0 < video_fps < 1000 else self.fps
+        self._cap, self._index, self._tick = cap, 0, 0
+        self._clock.reset()
+        log.info("replaying %s: a %.2f fps video scored at %.2f fps%s", self.path, self.video_fps,
+                 min(self.fps, self.video_fps), " in real time" if self._clock.realtime else ", as fast as possible")
 
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError(f"{self.name}: read before open")
-        ok, bgr = self._cap.read()
-        if not ok or bgr is None:
-            return None
-        frame = Frame(image=_rgb(bgr), t=self._index / self.fps, index=self._index)
-        self._index += 1
-        return frame
+        while self._cap.grab():
+            index = self._index
+            self._index += 1
+            position = index * self.fps / self.video_fps       # where this frame falls, in camera ticks
+            if position + self._EPS < self._tick:
+                continue                                         # no tick since the last frame returned
+            ok, bgr = self._cap.retrieve()
+            if not ok or bgr is None:
+                return None
+            self._tick = math.floor(position + self._EPS) + 1
+            return Frame(image=_rgb(bgr), t=self._clock.stamp(index / self.video_fps), index=index)
+        return None
 
     def close(self) -> None:
         if self._cap is not None:
