@@ -79,7 +79,9 @@ def compare(ref_scores: str, arm_scores: str, ref_events: str, arm_events: str) 
         return [x for x in lines if x.get("kind") == "state"]
 
     ev_ref, ev_arm = states(ref_events), states(arm_events)
-    ok = True
+    ok = bool(ev_ref)
+    if not ev_ref:
+        print("  x86 replay gave no event: the event comparison would prove nothing (pick another clip or threshold)")
     same_inputs = ref["inputs"] == arm["inputs"]
     d_in = max(abs(a - b) for a, b in zip(ref["inputs"], arm["inputs"], strict=True))
     print(f"  same input tensors: {len(ref['inputs'])} scores {'bit-identical' if same_inputs else 'DIFFER'}"

@@ -265,6 +265,9 @@ files() {
   else
     put "$REPO/systemd/config.example.toml" "$(p "$CONFIG")" 0644 || true
   fi
+  # an edited config counts as a change: the service is checked and restarted with it
+  sha256sum <"$(p "$CONFIG")" | cut -d' ' -f1 >"$WORK/config.sha256"
+  put "$WORK/config.sha256" "$(p "$OPT/config.sha256")" 0644 || true
   if [ ! -d "$(p "$STATE")" ]; then
     install -d -m 0750 "$(p "$STATE")"; say "created: $STATE"
   fi

@@ -243,9 +243,10 @@ print("" if max(s) >= card["threshold"] else repr(statistics.median(s)))' "$m/mo
       inroot "$r" "$cpu" "${u[@]}" "$vpy" /src/edge-oneclass/scripts/arm64_scores.py score \
         "/work/models/$n/model.tflite" "/work/out/$n-inputs.npy" /work/clip.mp4 "/work/out/$n-$cpu.json" \
         >"$out/$n-$cpu-score.log" 2>&1 || ok=0
+      grep -q 'XNNPACK delegate' "$out/$n-$cpu-score.log" || { ok=0; echo "  no XNNPACK delegate on arm64 (is /sys mounted?)"; }
       if [ "$ok" -eq 1 ] && "$ref" "$src/scripts/arm64_scores.py" compare "$out/$n-x86.json" "$r/work/out/$n-$cpu.json" \
           "$out/$n-x86.jsonl" "$out/$n-$cpu.jsonl" | tee "$out/$n-$cpu-compare.log"; then
-        RESULTS+=("PASS $suite $cpu $n: check OK, replay events and tensor scores equal x86 ($((SECONDS - t)) s)")
+        RESULTS+=("PASS $suite $cpu $n: check OK, XNNPACK, replay events and tensor scores equal x86 ($((SECONDS - t)) s)")
       else
         [ "$ok" -eq 1 ] || tail -3 "$out/$n-$cpu-check.log" "$out/$n-$cpu-run.log" "$out/$n-$cpu-score.log" 2>/dev/null
         RESULTS+=("FAIL $suite $cpu $n: see $out ($((SECONDS - t)) s)")

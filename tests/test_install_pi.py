@@ -121,6 +121,7 @@ def test_an_edited_config_is_kept(installed) -> None:
     proc = install("--root", root, "--model", model)
     assert config.read_text() == edited
     assert "kept: /etc/edge-device/config.toml" in proc.stdout
+    assert "wrote: /opt/edge-device/config.sha256" in proc.stdout   # a changed config restarts the service
 
 
 def test_a_model_json_from_another_export_is_refused_before_anything_is_written(tmp_path: Path) -> None:
