@@ -193,9 +193,12 @@ EOF
   # anything built from source (no wheel) or x86-only, or TensorFlow, in the Pi venv is a failure
   local bad
   bad=$(inroot "$r" "$cpu0" "$vpy" - <<'EOF'
+import sys
 from importlib import metadata
 bad = []
-for d in metadata.distributions():
+for d in metadata.distributions():   # what pip put into the venv; apt's packages (system site) are Debian's builds
+    if not str(d.locate_file("")).startswith(sys.prefix):
+        continue
     name = d.metadata["Name"]
     if name.lower() in ("tensorflow", "tensorflow-cpu", "tf-nightly"):
         bad.append(f"{name} installed")
