@@ -114,6 +114,9 @@ def events(ref_events: str, arm_events: str) -> None:
     same = bool(ev_ref) and ev_ref == ev_arm
     print(f"  lossless frames replay: x86 {len(ev_ref)} events, arm64 {len(ev_arm)}: {'equal' if same else 'DIFFER'}"
           f" ({', '.join(e['state'] + '@' + e['at'] + ' frames ' + str(e['event']['frames']) for e in ev_arm)})")
+    for a, b in zip(ev_ref, ev_arm, strict=False):
+        if a != b:
+            print(f"    x86   {json.dumps(a['event'])}\n    arm64 {json.dumps(b['event'])}")
     print(f"VERDICT events={'PASS' if same else 'FAIL'}")
 
 
