@@ -317,11 +317,17 @@ service() {
     say "unchanged: $NAME is running; check skipped (it would compete with the service for the camera)"
     return
   fi
-  if [ "$START" -eq 0 ]; then run_check; say "not started (--no-start): sudo systemctl restart $NAME"; return; fi
+  if [ "$START" -eq 0 ]; then
+    if [ "$active" -eq 1 ]; then
+      say "not restarted (--no-start): $NAME keeps running the old setup until: sudo systemctl restart $NAME"
+    else
+      run_check; say "not started (--no-start): sudo systemctl start $NAME"
+    fi
+    return
+  fi
   if [ "$active" -eq 1 ]; then systemctl stop "$NAME"; fi   # the camera is exclusive: free it for the check
   run_check
-  systemctl start "$NAME" || true
-  sleep 2
+  systemctl start "$NAME" || true                           # Type=notify: returns once the daemon is ready (or failed)
   say "service: $NAME is $(systemctl is-active "$NAME" || true); logs: journalctl -u $NAME -f"
 }
 
