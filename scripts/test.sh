@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh machine, then run them.
 #   - mosquitto (the tests start a real broker on 127.0.0.1) and systemd-analyze (unit checks)
+#   - shellcheck and python3-venv (tests/test_install_pi.py builds the Pi venv on /usr/bin/python3)
 #   - .venv with all extras (train, device, dev)
 #   - .venv-device with ONLY the device extra, to prove the daemon runs without TensorFlow
 # Usage: bash scripts/test.sh [pytest args...]
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

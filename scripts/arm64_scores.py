@@ -1,0 +1,183 @@
+"""Helper of scripts/test-arm64.sh, run by the x86 reference venv and inside the arm64 root (device extra only).
+
+  clip SRC OUT --seconds S --every K    cut the first S seconds of a video, keeping every K-th frame (host)
+  inputs CLIP MODEL INPUTS.npy FRAMES.npy   the clip's decoded RGB frames, and them through the ONE preprocessing
+                                        function, as uint8 (host)
+  pixels CLIP FRAMES.npy INPUTS.npy     where the two sides' pixels part: decoding the clip, and preprocessing the
+                                        other side's decoded frames (arm64)
+  score MODEL INPUTS.npy CLIP OUT.json  score_input on each tensor, score_frame on each decoded clip frame
+  pngs FRAMES.npy DIR                   write decoded RGB frames as lossless PNGs (an image-folder source)
+  events REF.jsonl ARM.jsonl            the two sides' replay events; last line `VERDICT events=PASS|FAIL`
+  compare REF.json ARM.json REF.jsonl ARM.jsonl   events and scores of the two sides; last line
+                                        `VERDICT tensors=PASS|FAIL events=PASS|FAIL`
+  hwcap                                 the CPU features this process sees (under qemu: those of QEMU_CPU)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HWCAP_BITS = {"asimd": 1, "atomics": 8, "asimdrdm": 12, "asimddp": 20, "sve": 22}
+
+
+def cut_clip(src: str, out: str, seconds: float, every: int) -> None:
+    import cv2
+
+    cap = cv2.VideoCapture(src)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), fps / every, (w, h))
+    kept = 0
+    for i in range(int(round(seconds * fps))):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % every == 0:
+            writer.write(frame)
+            kept += 1
+    writer.release()
+    print(f"clip: {kept} frames of {src} ({w}x{h}, {fps / every:.2f} fps) -> {out}")
+
+
+def frames(clip: str):
+    from device.sources.opencv import VideoFileSource
+
+    source = VideoFileSource(clip, 10.0)
+    source.open()
+    try:
+        while (frame := source.read()) is not None:
+            yield frame.image
+    finally:
+        source.close()
+
+
+def dump_inputs(clip: str, model: str, out: str, out_frames: str) -> None:
+    import numpy as np
+
+    from device.preprocess import preprocess
+    from device.runner import Runner
+
+    size = Runner(model, threads=1).input_size
+    decoded = np.stack(list(frames(clip)))
+    np.save(out_frames, decoded)
+    np.save(out, np.stack([preprocess(img, size) for img in decoded]))
+
+
+def pixels(clip: str, frames_npy: str, inputs_npy: str) -> None:
+    import numpy as np
+
+    from device.preprocess import preprocess
+
+    ref_frames, ref_inputs = np.load(frames_npy), np.load(inputs_npy)
+
+    def diff(a: np.ndarray, b: np.ndarray) -> str:
+        d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        return f"max |diff| {int(d.max())} grey levels, {100.0 * np.count_nonzero(d) / d.size:.2f} % of values differ"
+
+    print(f"  decoding the clip (arm64 vs x86): {diff(np.stack(list(frames(clip))), ref_frames)}")
+    mine = np.stack([preprocess(img, ref_inputs.shape[1]) for img in ref_frames])
+    print(f"  preprocessing x86's decoded frames (arm64 vs x86): {diff(mine, ref_inputs)}")
+
+
+def score(model: str, inputs: str, clip: str, out: str) -> None:
+    import numpy as np
+
+    from device.runner import Runner
+
+    runner = Runner(model, threads=2)
+    tensors = np.load(inputs)
+    result = {
+        "inputs": [runner.score_input(t) for t in tensors],
+        "frames": [runner.score_frame(img) for img in frames(clip)],
+    }
+    Path(out).write_text(json.dumps(result))
+
+
+def write_pngs(frames_npy: str, out: str) -> None:
+    import cv2
+    import numpy as np
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for i, rgb in enumerate(np.load(frames_npy)):
+        cv2.imwrite(str(Path(out) / f"frame_{i:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def states(path: str) -> list[dict]:
+    lines = [json.loads(x) for x in Path(path).read_text().splitlines() if x.startswith("{")]
+    return [x for x in lines if x.get("kind") == "state"]
+
+
+def events(ref_events: str, arm_events: str) -> None:
+    ev_ref, ev_arm = states(ref_events), states(arm_events)
+    same = bool(ev_ref) and ev_ref == ev_arm
+    print(f"  lossless frames replay: x86 {len(ev_ref)} events, arm64 {len(ev_arm)}: {'equal' if same else 'DIFFER'}"
+          f" ({', '.join(e['state'] + '@' + e['at'] + ' frames ' + str(e['event']['frames']) for e in ev_arm)})")
+    for a, b in zip(ev_ref, ev_arm, strict=False):
+        if a != b:
+            print(f"    x86   {json.dumps(a['event'])}\n    arm64 {json.dumps(b['event'])}")
+    print(f"VERDICT events={'PASS' if same else 'FAIL'}")
+
+
+def compare(ref_scores: str, arm_scores: str, ref_events: str, arm_events: str) -> int:
+    ref, arm = json.loads(Path(ref_scores).read_text()), json.loads(Path(arm_scores).read_text())
+    ev_ref, ev_arm = states(ref_events), states(arm_events)
+    same_inputs = ref["inputs"] == arm["inputs"]
+    d_in = max(abs(a - b) for a, b in zip(ref["inputs"], arm["inputs"], strict=True))
+    print(f"  same input tensors: {len(ref['inputs'])} scores {'bit-identical' if same_inputs else 'DIFFER'}"
+          f" (max |delta| {d_in:.6g})")
+    ok = bool(ev_ref)
+    if not ev_ref:
+        print("  x86 replay gave no event: the event comparison would prove nothing (pick another clip or threshold)")
+    d_fr = [a - b for a, b in zip(ref["frames"], arm["frames"], strict=True)]
+    print(f"  decoded frames: {len(d_fr)} scores, max |delta| {max(map(abs, d_fr)):.6g}"
+          f" ({sum(1 for d in d_fr if d != 0)} frames differ)")
+    if ev_ref == ev_arm:
+        print(f"  video replay events: {len(ev_arm)} equal ({', '.join(e['state'] + '@' + e['at'] for e in ev_arm)})")
+    else:
+        ok = False
+        print(f"  video replay events DIFFER: x86 {len(ev_ref)}, arm64 {len(ev_arm)}")
+        for a, b in zip(ev_ref, ev_arm, strict=False):
+            if a != b:
+                print(f"    x86   {json.dumps(a['event'])}\n    arm64 {json.dumps(b['event'])}")
+        print("    per-frame score deltas (x86 - arm64): " + " ".join(f"{i}:{d:+.4f}" for i, d in enumerate(d_fr) if d))
+    print(f"VERDICT tensors={'PASS' if same_inputs else 'FAIL'} events={'PASS' if ok else 'FAIL'}")
+    return 0
+
+
+def hwcap() -> None:
+    import struct
+
+    raw = Path("/proc/self/auxv").read_bytes()
+    pairs = dict(struct.iter_unpack("QQ", raw))
+    caps = pairs.get(16, 0)  # AT_HWCAP
+    print(" ".join(f"{name}={'yes' if caps >> bit & 1 else 'no'}" for name, bit in HWCAP_BITS.items()))
+
+
+def main(argv: list[str]) -> int:
+    cmd, args = argv[0], argv[1:]
+    if cmd == "clip":
+        cut_clip(args[0], args[1], float(args[args.index("--seconds") + 1]), int(args[args.index("--every") + 1]))
+    elif cmd == "inputs":
+        dump_inputs(*args)
+    elif cmd == "pngs":
+        write_pngs(*args)
+    elif cmd == "events":
+        events(*args)
+    elif cmd == "pixels":
+        pixels(*args)
+    elif cmd == "score":
+        score(*args)
+    elif cmd == "compare":
+        return compare(*args)
+    elif cmd == "hwcap":
+        hwcap()
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
