@@ -61,9 +61,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         runner.append(Runner(cfg.model.path, threads=cfg.model.threads))
         card = runner[0].card
         assert card is not None
-        threshold = card.threshold_for(cfg.camera.tiles, cfg.model.threshold)
-        return (f"{cfg.model.path}: label {card.label!r}, {card.image_size}px, threshold {threshold:.4f}, "
-                f"sha256 {card.sha256[:12]}… verified, {runner[0].backend}")
+        thresholds = card.thresholds(cfg.model.threshold)
+        return (f"{cfg.model.path}: label {card.label!r}, {card.image_size}px, threshold {thresholds.whole:.4f} "
+                f"(crops {thresholds.crop:.4f}), sha256 {card.sha256[:12]}… verified, {runner[0].backend}")
 
     frames: list = []
 
@@ -86,14 +86,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
     step("source", open_camera)
     if runner and frames:
         def score() -> str:
+            from device.scoring import FrameScorer
+
             card = runner[0].card
             assert card is not None
-            threshold = card.threshold_for(cfg.camera.tiles, cfg.model.threshold)
+            thresholds = card.thresholds(cfg.model.threshold)
+            scorer = FrameScorer(runner[0], thresholds, cfg.detect, cfg.camera.region)
             t0 = time.perf_counter()
-            s = runner[0].score_frame(frames[0].image, cfg.camera.region, cfg.camera.tiles)
+            scored = scorer.score(frames[0].image)
             ms = (time.perf_counter() - t0) * 1000
-            verdict = "present" if s >= threshold else "absent"
-            return f"one frame scored {s:.4f} ({verdict} at threshold {threshold:.4f}) in {ms:.1f} ms"
+            verdict = "present" if scored.score >= thresholds.whole else "absent"
+            return (f"one frame scored {scored.score:.4f} ({verdict} at threshold {thresholds.whole:.4f}; "
+                    f"{scored.invocations} model run(s)) in {ms:.1f} ms")
 
         step("score", score)
     if cfg.mqtt is not None:

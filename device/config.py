@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from device.config_section import parse_section
 from device.errors import ConfigError, ModelError
 from device.preprocess import Roi
+from device.scoring_settings import ScoringSettings
 
 if TYPE_CHECKING:
     from device.sinks.gpio import GpioConfig
@@ -32,10 +33,15 @@ class CameraConfig:
     width: int | None = None
     height: int | None = None
     roi: list[float] | None = None      # x, y, w, h as fractions of the frame
-    tiles: bool = False
     realtime: bool = False              # files and folders: replay at their own pace, not as fast as possible
+    # Only here to reject it with an explanation: the 2x2 tiles became [detect] regions and sweep.
+    tiles: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.tiles is not None:
+            raise ValueError("camera.tiles is gone: small subjects are now found by [detect] regions (crops around "
+                             "motion) and sweep (a grid looked at a few crops per frame), both on by default; "
+                             "remove camera.tiles")
         if not (math.isfinite(self.fps) and 0 < self.fps <= 120):
             raise ValueError(f"camera.fps must be between 0 and 120, got {self.fps}")
         if (self.width is None) != (self.height is None):
@@ -72,12 +78,15 @@ class ModelConfig:
 
 
 @dataclass
-class DetectConfig:
+class DetectConfig(ScoringSettings):
+    """The `[detect]` table: what each frame is scored on (ScoringSettings), then the debounce."""
+
     on_frames: int = 3
     window: int = 5
     off_delay: float = 30.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.window < 1:
             raise ValueError(f"detect.window must be at least 1, got {self.window}")
         if not 1 <= self.on_frames <= self.window:

@@ -7,10 +7,12 @@ folders run as fast as they decode on their own timeline, and the open episode i
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,6 +25,7 @@ from device.errors import SourceError
 from device.events import StateChange, iso_utc
 from device.frame import Frame
 from device.runner import Runner
+from device.scoring import FrameScore, FrameScorer
 from device.sd_notify import Notifier
 from device.sinks.base import Sink
 from device.sinks.stdout import StdoutSink
@@ -30,6 +33,7 @@ from device.sources import Source, make_source
 
 log = logging.getLogger(__name__)
 
+FrameObserver = Callable[[Frame, FrameScore, bool], None]
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 BACKOFF_MAX_S = 30.0
 
@@ -70,13 +74,15 @@ class LoopStats:
         self.total_frames = 0
         self.dropped = 0
         self.inference_ms: list[float] = []
+        self.invocations = 0
         self.last_score: float | None = None
 
-    def add(self, score: float, ms: float) -> None:
+    def add(self, score: float, ms: float, invocations: int = 1) -> None:
         self.frames += 1
         self.total_frames += 1
         self.last_score = score
         self.inference_ms.append(ms)
+        self.invocations += invocations
 
     def report(self, now: float, present: bool) -> dict[str, Any]:
         elapsed = max(now - self.period_start, 1e-9)
@@ -85,6 +91,7 @@ class LoopStats:
             "fps": round(self.frames / elapsed, 2),
             "inference_ms_p50": round(float(np.percentile(ms, 50)), 2) if self.inference_ms else None,
             "inference_ms_p95": round(float(np.percentile(ms, 95)), 2) if self.inference_ms else None,
+            "invocations_per_frame": round(self.invocations / self.frames, 2) if self.frames else None,
             "dropped_frames": self.dropped,
             "frames": self.total_frames,
             "uptime_s": round(time.monotonic() - self.started_wall, 1),
@@ -92,15 +99,19 @@ class LoopStats:
             "present": present,
             "cpu_temp_c": cpu_temperature(),
         }
-        self.period_start, self.frames, self.inference_ms = now, 0, []
+        self.period_start, self.frames, self.inference_ms, self.invocations = now, 0, [], 0
         return figures
 
 
 class Daemon:
     def __init__(self, cfg: Config, sinks: list[Sink] | None = None, notifier: Notifier | None = None,
-                 stats_every: float = 60.0) -> None:
+                 stats_every: float = 60.0, observer: FrameObserver | None = None) -> None:
+        """`observer(frame, scored, present)` is called after every frame is decided (benchmarks, tests)."""
         self.cfg = cfg
         self.sinks = sinks
+        self.observer = observer
+        # Work handed in from other threads (MQTT commands): run by the frame loop between two frames.
+        self._pending: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.notifier = notifier or Notifier()
         self.stats_every = stats_every
         self._stop = threading.Event()
@@ -111,6 +122,21 @@ class Daemon:
         if signum is not None:
             log.info("received %s, stopping", signal.Signals(signum).name)
         self._stop.set()
+
+    def call_between_frames(self, action: Callable[[], None]) -> None:
+        """Run `action` on the frame loop's thread before the next frame is scored (thread-safe)."""
+        self._pending.put(action)
+
+    def _run_pending(self) -> None:
+        while True:
+            try:
+                action = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - a failed command must not stop detection
+                log.exception("a queued action failed")
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -133,11 +159,13 @@ class Daemon:
         runner = Runner(cfg.model.path, threads=cfg.model.threads)
         card = runner.card
         assert card is not None
-        threshold = card.threshold_for(cfg.camera.tiles, cfg.model.threshold)
+        thresholds = card.thresholds(cfg.model.threshold)
+        threshold = thresholds.whole
+        scorer = FrameScorer(runner, thresholds, cfg.detect, cfg.camera.region)
         decider = Decider(card.label, threshold, cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay)
-        log.info("model %s: label %r, threshold %.4f (%s), %s", cfg.model.path, card.label, threshold,
-                 "config override" if cfg.model.threshold is not None else
-                 "model.json, tiles" if cfg.camera.tiles else "model.json", runner.backend)
+        log.info("model %s: label %r, threshold %.4f, crops %.4f (%s), %s", cfg.model.path, card.label, threshold,
+                 thresholds.crop, "config override" if cfg.model.threshold is not None else "model.json",
+                 runner.backend)
 
         source = make_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height,
                              cfg.camera.realtime)
@@ -152,7 +180,7 @@ class Daemon:
             log.info("ready: %s %s, %dx%d, threshold %.3f, on %d/%d frames, off after %.1f s",
                      "live" if source.live else "replaying", source.name, *first.size, threshold,
                      decider.on_frames, decider.window, decider.off_delay)
-            self._loop(source, first, runner, decider, sinks)
+            self._loop(source, first, scorer, decider, sinks)
         finally:
             self.notifier.stopping()
             for sink in sinks:
@@ -164,9 +192,8 @@ class Daemon:
             self.notifier.close()
         return 0
 
-    def _loop(self, source: Source, first: Frame, runner: Runner, decider: Decider, sinks: list[Sink]) -> None:
+    def _loop(self, source: Source, first: Frame, scorer: FrameScorer, decider: Decider, sinks: list[Sink]) -> None:
         cfg = self.cfg
-        roi, tiles = cfg.camera.region, cfg.camera.tiles
         keep_snapshot = cfg.snapshot.enabled or cfg.snapshot.dir is not None
         recent: deque[tuple[float, Frame]] = deque(maxlen=cfg.detect.window)
         clock = time.monotonic if source.live else None
@@ -176,12 +203,16 @@ class Daemon:
         frame: Frame | None = first
         last_t = first.t
         while frame is not None and not self._stop.is_set():
-            score = runner.score_frame(frame.image, roi, tiles)
-            stats.add(score, runner.last_inference_ms)
+            self._run_pending()
+            scored = scorer.score(frame.image)
+            score = scored.score
+            stats.add(score, scored.inference_ms, scored.invocations)
             last_t = frame.t
             if keep_snapshot and not decider.present:
                 recent.append((score, frame))
             change = decider.update(score, frame.t)
+            if self.observer is not None:
+                self.observer(frame, scored, decider.present)
             if change is not None:
                 jpeg = self._snapshot(change, recent) if change.present and keep_snapshot else None
                 recent.clear()

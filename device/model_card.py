@@ -14,10 +14,15 @@ from typing import Any
 
 from device.errors import ModelError
 from device.preprocess import PREPROCESSING_ID
+from device.thresholds import Thresholds
 
-SCHEMA_VERSION = 1
+# 2: square crops (preprocessing v3), `threshold_crop`, an embedding output and `outputs`, out-of-fold calibration.
+SCHEMA_VERSION = 2
 # Higher score = more like the label. The daemon says "present" when score >= threshold.
 SCORE_DIRECTION = "higher_is_label"
+# Beside model.tflite: the label photos' int8 embeddings and out-of-fold scores (numpy .npz), so the device can
+# check a local feedback bank against the label's own photos. Its sha256 is in model.json's calibration.
+CALIBRATION_FILE = "calibration.npz"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -40,8 +45,10 @@ class ModelCard:
     preprocessing: str = PREPROCESSING_ID
     score_direction: str = SCORE_DIRECTION
     schema_version: int = SCHEMA_VERSION
-    # Best-of-5-tiles scores run higher than whole-frame ones, so tiling has its own calibrated threshold.
-    threshold_tiles: float | None = None
+    # Crops (motion regions, the sweep) are smaller and blurrier than photos: they have their own threshold.
+    threshold_crop: float | None = None
+    # What the TFLite outputs are: {"score": {...}, "embedding": {"dim": D, ...}}.
+    outputs: dict[str, Any] = field(default_factory=dict)
     # Free-form sections written by training/export; the device only reads the fields above.
     calibration: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
@@ -50,13 +57,10 @@ class ModelCard:
     versions: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
 
-    def threshold_for(self, tiles: bool = False, override: float | None = None) -> float:
-        """The threshold to decide with: an explicit override, else the one calibrated for this scoring mode."""
-        if override is not None:
-            return float(override)
-        if tiles and self.threshold_tiles is not None:
-            return float(self.threshold_tiles)
-        return float(self.threshold)
+    def thresholds(self, override: float | None = None) -> Thresholds:
+        """The thresholds to decide with; a `[model] threshold` override moves both by the same amount."""
+        crop = self.threshold_crop if self.threshold_crop is not None else self.threshold
+        return Thresholds(float(self.threshold), float(crop)).shifted(override)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +78,9 @@ class ModelCard:
         if card.schema_version > SCHEMA_VERSION:
             raise ModelError(f"{source}: schema_version {card.schema_version} is newer than this device "
                              f"understands ({SCHEMA_VERSION}); upgrade edge-device")
+        if card.schema_version < SCHEMA_VERSION:
+            raise ModelError(f"{source}: schema_version {card.schema_version} was made by an older train-edge; "
+                             f"retrain with this version (train-edge) or install the matching edge-device")
         if card.preprocessing != PREPROCESSING_ID:
             raise ModelError(f"{source}: preprocessing '{card.preprocessing}' differs from this device's "
                              f"'{PREPROCESSING_ID}'; re-export the model or upgrade edge-device")

@@ -1,6 +1,8 @@
 """The TFLite runner: loads an int8 model through the lightest interpreter available and scores images.
 
 Interpreter order: ai-edge-litert (maintained; works with NumPy 2), tflite_runtime, tensorflow.lite.
+A model has one score output (shape [1, 1]) and, from schema 2 on, an embedding output (shape [1, D]): the
+L2-normalised vector the score is built on, which the device's feedback bank compares frames with.
 """
 
 from __future__ import annotations
@@ -8,13 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from device.errors import ModelError
 from device.model_card import ModelCard, load_verified
-from device.preprocess import Roi, preprocess, preprocess_tiles
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,12 @@ def _interpreter_class() -> tuple[Callable, str]:
         raise ModelError("no TFLite interpreter found; pip install ai-edge-litert") from exc
 
 
+@dataclass
+class Inference:
+    score: float
+    embedding: np.ndarray | None   # (D,) float32, None for models without an embedding output
+
+
 class Runner:
     """Scores preprocessed RGB uint8 images with a hash-checked int8 model. Higher score = more like the label."""
 
@@ -56,11 +64,17 @@ class Runner:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.model_path}: not a loadable TFLite model ({exc})") from exc
         inp = self._interp.get_input_details()[0]
-        out = self._interp.get_output_details()[0]
+        outputs = self._interp.get_output_details()
+        scores = [o for o in outputs if int(np.prod(o["shape"])) == 1]
+        embeddings = [o for o in outputs if int(np.prod(o["shape"])) > 1]
+        if len(scores) != 1 or len(embeddings) > 1:
+            raise ModelError(f"{self.model_path}: expected one score output and at most one embedding output, got "
+                             f"shapes {[list(o['shape']) for o in outputs]}; re-export the model with export-edge")
         self._in_index, self._in_dtype = inp["index"], inp["dtype"]
         self._in_scale, self._in_zero = inp.get("quantization", (0.0, 0))
-        self._out_index, self._out_dtype = out["index"], out["dtype"]
-        self._out_scale, self._out_zero = out.get("quantization", (0.0, 0))
+        self._score_out = scores[0]
+        self._embedding_out = embeddings[0] if embeddings else None
+        self.embedding_dim = int(self._embedding_out["shape"][-1]) if self._embedding_out is not None else 0
         self.input_size = int(inp["shape"][1])
         self.last_inference_ms = 0.0
         if self.card is not None and self.card.image_size != self.input_size:
@@ -79,27 +93,20 @@ class Runner:
             x = image.astype(np.float32)
         return x[None, ...]
 
-    def score_input(self, image: np.ndarray) -> float:
-        """Score one already-preprocessed (size, size, 3) RGB uint8 image."""
+    @staticmethod
+    def _dequantised(interp, out: dict) -> np.ndarray:
+        y = interp.get_tensor(out["index"]).reshape(-1)
+        scale, zero = out.get("quantization", (0.0, 0))
+        if out["dtype"] in (np.int8, np.uint8) and scale:
+            return (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)
+
+    def infer(self, image: np.ndarray) -> Inference:
+        """Score one already-preprocessed (size, size, 3) RGB uint8 image; `last_inference_ms` is the invoke time."""
         self._interp.set_tensor(self._in_index, self._to_input(image))
         t0 = time.perf_counter()
         self._interp.invoke()
         self.last_inference_ms = (time.perf_counter() - t0) * 1000.0
-        y = self._interp.get_tensor(self._out_index).reshape(-1)[0]
-        if self._out_dtype in (np.int8, np.uint8) and self._out_scale:
-            return float((float(y) - self._out_zero) * self._out_scale)
-        return float(y)
-
-    def score_frame(self, frame: np.ndarray, roi: Roi | None = None, tiles: bool = False) -> float:
-        """Score a raw RGB frame through the one preprocessing function; with tiles the best tile wins.
-
-        Afterwards `last_inference_ms` is the interpreter time alone (summed over tiles), for the stats.
-        """
-        if tiles:
-            total, best = 0.0, -np.inf
-            for t in preprocess_tiles(frame, self.input_size, roi):
-                best = max(best, self.score_input(t))
-                total += self.last_inference_ms
-            self.last_inference_ms = total
-            return float(best)
-        return self.score_input(preprocess(frame, self.input_size, roi))
+        score = float(self._dequantised(self._interp, self._score_out)[0])
+        embedding = None if self._embedding_out is None else self._dequantised(self._interp, self._embedding_out)
+        return Inference(score, embedding)

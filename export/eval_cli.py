@@ -21,9 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", type=Path, metavar="MODEL.tflite", help="model.json must sit beside it")
     p.add_argument("--positives", type=Path, required=True, metavar="DIR")
     p.add_argument("--negatives", type=Path, required=True, metavar="DIR")
-    p.add_argument("--threshold", type=float, help="override the model's calibrated threshold (with --tiles, the "
-                   "tiles threshold)")
-    p.add_argument("--tiles", action="store_true", help="score like the daemon's tiling option (whole frame + 2x2)")
+    p.add_argument("--threshold", type=float, help="override the model's calibrated threshold (crops move with it, "
+                   "as with the daemon's [model] threshold)")
+    p.add_argument("--config", type=Path, metavar="FILE", help="score as the daemon with this config.toml does "
+                   "([detect] and [model] threshold); default: the daemon's default config")
+    p.add_argument("--whole", action="store_true", help="score the whole view only (the daemon with "
+                   "[detect] sweep = false on a still scene)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a score histogram and ROC curve")
@@ -35,19 +38,31 @@ def main(argv: list[str] | None = None) -> int:
         require_modules(modules, f"beyond the device extra eval-edge needs only {', '.join(modules.values())}: "
                                  f"pip install {' '.join(modules.values())}, or the whole workstation extra: "
                                  "pip install 'edge-oneclass[train]' (from the repository: pip install -e '.[train]')")
+        from device.config import load_config
         from device.runner import Runner
+        from device.scoring import FrameScorer
+        from device.scoring_settings import ScoringSettings
         from export.evaluate import score_folder
         from export.metrics import detection_metrics
 
+        settings, override = ScoringSettings(), args.threshold
+        if args.config is not None:
+            cfg = load_config(args.config, require_model=False)
+            settings = cfg.detect
+            override = override if override is not None else cfg.model.threshold
+        if args.whole:
+            settings = ScoringSettings(regions=False, sweep=False, max_crops=0)
         runner = Runner(args.model, threads=args.threads)
         assert runner.card is not None
-        pos = score_folder(runner, args.positives, args.tiles, "positives")
-        neg = score_folder(runner, args.negatives, args.tiles, "negatives")
-        threshold = runner.card.threshold_for(args.tiles, args.threshold)
+        thresholds = runner.card.thresholds(override)
+        scorer = FrameScorer(runner, thresholds, settings)
+        pos = score_folder(scorer, args.positives, "positives")
+        neg = score_folder(scorer, args.negatives, "negatives")
+        threshold = thresholds.whole
         m = detection_metrics(pos.scores, neg.scores, threshold)
         label = runner.card.label
-        print(f"model      {args.model} ({label}, {runner.card.backbone} {runner.card.image_size}px"
-              f"{', tiles' if args.tiles else ''})")
+        pipeline = "whole view + sweep crops" if settings.sweep else "whole view"
+        print(f"model      {args.model} ({label}, {runner.card.backbone} {runner.card.image_size}px, {pipeline})")
         print(f"AUROC      {m.auroc:.4f}")
         print(f"avg prec.  {m.average_precision:.4f}")
         print(f"threshold  {m.threshold:.5g}")
@@ -55,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"false alarm {m.fpr:.3f}  ({m.false_positives}/{m.n_negatives} negatives over threshold)")
         if pos.skipped or neg.skipped:
             print(f"skipped    {len(pos.skipped) + len(neg.skipped)} unreadable file(s)")
-        result = {**m.as_dict(), "label": label, "model": str(args.model), "tiles": args.tiles,
-                  "skipped": pos.skipped + neg.skipped}
+        result = {**m.as_dict(), "label": label, "model": str(args.model), "pipeline": pipeline,
+                  "threshold_crop": thresholds.crop, "skipped": pos.skipped + neg.skipped}
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")

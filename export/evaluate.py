@@ -1,4 +1,4 @@
-"""Scoring folders with the device's own runner: what eval-edge and the benchmarks measure."""
+"""Scoring folders of still images with the device's own scorer: what eval-edge and the benchmarks measure."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from device.errors import DataError, ImageError
 from device.image_io import list_images, load_rgb
-from device.runner import Runner
+from device.scoring import FrameScorer
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +23,10 @@ class ScoredFolder:
     skipped: list[str]
 
 
-def score_folder(runner: Runner, folder: str | Path, tiles: bool = False, desc: str = "scoring",
+def score_folder(scorer: FrameScorer, folder: str | Path, desc: str = "scoring",
                  paths: list[Path] | None = None) -> ScoredFolder:
-    """Score every image under `folder` (or the given `paths`) exactly as the daemon scores a frame."""
+    """Score every image under `folder` (or the given `paths`) as the daemon scores a still scene
+    (`FrameScorer.score_still`): the frame's score is on the whole view's scale, >= threshold = detected."""
     folder = Path(folder)
     if paths is None:
         if not folder.is_dir():
@@ -42,5 +43,5 @@ def score_folder(runner: Runner, folder: str | Path, tiles: bool = False, desc: 
             skipped.append(str(p))
             continue
         kept.append(p)
-        scores.append(runner.score_frame(frame, tiles=tiles))
+        scores.append(scorer.score_still(frame).score)
     return ScoredFolder(kept, np.asarray(scores, dtype=np.float64), skipped)

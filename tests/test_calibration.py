@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.calibrate import calibrate, threshold_for_recall
-from training.coreset import greedy_coreset
+from device.coreset import greedy_coreset
 
 
 def test_threshold_keeps_target_recall_on_validation() -> None:
@@ -71,7 +71,7 @@ def test_near_duplicates_stay_on_one_side_of_the_split() -> None:
 
 
 def test_nearest_similarity_in_blocks_matches_the_full_matrix() -> None:
-    from training.model import nearest_similarity
+    from training.head import nearest_similarity
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 16)).astype(np.float32)

@@ -43,12 +43,16 @@ fps = 2
 width = 320
 height = 240
 roi = [0.25, 0, 0.5, 1]
-tiles = true
 realtime = true
 [detect]
 on_frames = 2
 window = 4
 off_delay = 5
+regions = false
+sweep = true
+max_crops = 3
+confirm_frames = 3
+confirm_window = 4
 [snapshot]
 enabled = false
 dir = "/tmp/snaps"
@@ -56,8 +60,10 @@ dir = "/tmp/snaps"
 level = "debug"
 """, model=brightness_model))
     assert cfg.camera.source == 0 and cfg.camera.fps == 2.0 and isinstance(cfg.camera.fps, float)
-    assert cfg.camera.region == Roi(0.25, 0.0, 0.5, 1.0) and cfg.camera.tiles and cfg.camera.realtime is True
+    assert cfg.camera.region == Roi(0.25, 0.0, 0.5, 1.0) and cfg.camera.realtime is True
     assert (cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay) == (2, 4, 5.0)
+    d = cfg.detect
+    assert (d.regions, d.sweep, d.max_crops, d.confirm_frames, d.confirm_window) == (False, True, 3, 3, 4)
     assert not cfg.snapshot.enabled and cfg.snapshot.dir == "/tmp/snaps"
     assert cfg.log.level == "DEBUG"
     assert cfg.model.path == str(brightness_model)
@@ -74,7 +80,10 @@ def test_the_shipped_example_parses(tmp_path: Path) -> None:
     ("[camera]\nfsp = 5\n", "camera.fsp"),
     ("[detect]\noff_dealy = 5\n", "detect.off_dealy"),
     ("[camera]\nfps = \"fast\"\n", "camera.fps"),
-    ("[camera]\ntiles = 1\n", "camera.tiles"),
+    ("[camera]\ntiles = true\n", "camera.tiles is gone"),
+    ("[detect]\nmax_crops = 40\n", "detect.max_crops"),
+    ("[detect]\nconfirm_frames = 6\nconfirm_window = 5\n", "detect.confirm_frames"),
+    ("[detect]\nsweep = 1\n", "detect.sweep"),
     ("[camera]\nrealtime = \"yes\"\n", "camera.realtime"),
     ("[model]\nthreads = 2.5\n", "model.threads"),
     ("[camera]\nsource = 1.5\n", "camera.source"),

@@ -1,4 +1,4 @@
-"""model.json: the device picks the threshold calibrated for the way it scores."""
+"""model.json: the device decides with the thresholds calibrated for the whole view and for crops."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ def card(**kw) -> ModelCard:
     return ModelCard(label="parcel", image_size=224, threshold=-3.0, sha256="0" * 64, **kw)
 
 
-def test_threshold_for_each_scoring_mode() -> None:
-    c = card(threshold_tiles=-1.0)
-    assert c.threshold_for(tiles=False) == -3.0
-    assert c.threshold_for(tiles=True) == -1.0
-    assert c.threshold_for(tiles=True, override=2.5) == 2.5
-    assert card().threshold_for(tiles=True) == -3.0  # older model.json without a tiles threshold
+def test_thresholds_for_whole_view_and_crops() -> None:
+    c = card(threshold_crop=-1.0)
+    assert (c.thresholds().whole, c.thresholds().crop) == (-3.0, -1.0)
+    # a [model] threshold override moves both by the same amount: their calibrated gap is kept
+    assert (c.thresholds(2.5).whole, c.thresholds(2.5).crop) == (2.5, 4.5)
+    assert card().thresholds().crop == -3.0  # a model without crop calibration (pixel baseline) uses one threshold
+
+
+def test_card_from_an_older_schema_is_refused_with_what_to_do() -> None:
+    data = card().to_dict() | {"schema_version": 1}
+    with pytest.raises(ModelError, match="retrain"):
+        ModelCard.from_dict(data)
 
 
 def test_card_from_another_preprocessing_is_refused() -> None:

@@ -22,12 +22,23 @@ def run(module: str, *args: str, timeout: int = 900) -> subprocess.CompletedProc
 
 
 def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, tmp_path: Path) -> None:
-    for name in ("model.tflite", "model.json", "model.keras", "report.html", "scores.png", "loss.png"):
+    for name in ("model.tflite", "model.json", "model.keras", "calibration.npz", "heads.npz", "report.html",
+                 "scores.png", "loss.png"):
         assert (trained_model / name).is_file(), name
     card = ModelCard.load(trained_model / "model.json")
     assert card.sha256 == sha256_file(trained_model / "model.tflite")
     assert card.label == "dog" and card.image_size == 128
-    assert card.counts["train"] + card.counts["validation"] == 80
+    # every photo trains the final model and is scored out of fold for the threshold
+    assert card.counts["train"] == 80 and card.counts["validation"] == 0 and card.counts["folds"] == 5
+    assert "out-of-fold" in card.calibration["method"] and card.calibration["n_positives"] == 80
+    assert card.calibration["recall"] >= card.calibration["target_recall"]
+    assert card.threshold_crop is not None and card.calibration["crop"]["recall"] >= 0.75
+    assert card.outputs["embedding"]["shape"] == [1, 1000]
+    assert card.calibration["sha256"] == sha256_file(trained_model / "calibration.npz")
+    calibration = np.load(trained_model / "calibration.npz")
+    assert calibration["embedding_whole"].shape == (80, 1000) and calibration["oof_whole"].shape == (80,)
+    # the threshold keeps the target share of the out-of-fold scores it was set on
+    assert np.mean(calibration["oof_whole"] >= card.threshold) >= card.calibration["target_recall"]
     assert card.parity["spearman_float_vs_int8"] > 0.9
 
     # Held-out dogs (never seen in training) against a sample of every kind of negative.
@@ -46,15 +57,17 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
     assert (tmp_path / "eval.png").stat().st_size > 1000
     assert "AUROC" in proc.stdout
 
-    # --tiles: scored like the daemon's tiling option, against the threshold calibrated for tiles
-    tiles_json = tmp_path / "tiles.json"
+    assert result["pipeline"] == "whole view + sweep crops" and result["threshold_crop"] == pytest.approx(
+        card.threshold_crop)
+
+    # --whole: the whole view alone; crops only ever add detections, so recall cannot be higher
+    whole_json = tmp_path / "whole.json"
     proc = run("export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
-               "--json", tiles_json, "--tiles")
+               "--json", whole_json, "--whole")
     assert proc.returncode == 0, proc.stderr
-    tiles = json.loads(tiles_json.read_text())
-    assert tiles["tiles"] is True and card.threshold_tiles is not None
-    assert tiles["threshold"] == pytest.approx(card.threshold_tiles)
-    assert card.calibration["tiles"]["recall"] >= card.calibration["target_recall"]
+    whole = json.loads(whole_json.read_text())
+    assert whole["pipeline"] == "whole view" and whole["threshold"] == pytest.approx(card.threshold)
+    assert whole["tpr"] <= result["tpr"] and whole["fpr"] <= result["fpr"]
 
 
 def test_export_edge_runs_alone_and_rewrites_hash(trained_model: Path, tmp_path: Path) -> None:
@@ -83,7 +96,7 @@ def _make_folder_with_bad_files(dev_data: Path, folder: Path) -> dict[str, Path]
 
 def test_bad_files_are_skipped_and_named(dev_data: Path, tmp_path: Path) -> None:
     bad = _make_folder_with_bad_files(dev_data, tmp_path / "pets")
-    proc = run("training.cli", tmp_path / "pets", "--out", tmp_path / "m", "--backbone", "none",
+    proc = run("export.workflow", tmp_path / "pets", "--out", tmp_path / "m", "--backbone", "none",
                "--image-size", "32", "--epochs", "1")
     assert proc.returncode == 0, proc.stderr
     for path in bad.values():
@@ -103,7 +116,7 @@ def test_unusable_folder_is_one_clear_error(case: str, dev_data: Path, tmp_path:
         folder.mkdir()
     elif case == "too_few":
         link_images(dev_data / "dog", folder, dev_names(0, 5))
-    proc = run("training.cli", folder, "--out", tmp_path / "m", timeout=300)
+    proc = run("export.workflow", folder, "--out", tmp_path / "m", timeout=300)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train-edge:")]
@@ -121,7 +134,7 @@ def test_background_negatives_calibrate_and_train(dev_data: Path, tmp_path: Path
     names = [Path(r[header.index("file")]).name for r in scenes if "Houses" in r[header.index("path")]][:30]
     bg = link_images(dev_data / "nodog", tmp_path / "empty-scene", names)
     out = tmp_path / "m"
-    proc = run("training.cli", dogs, "--out", out, "--background", bg, "--image-size", "128", "--epochs", "5")
+    proc = run("export.workflow", dogs, "--out", out, "--background", bg, "--image-size", "128", "--epochs", "5")
     assert proc.returncode == 0, proc.stderr
     card = ModelCard.load(out / "model.json")
     assert card.counts["background_train"] == 15 and card.counts["background_validation"] == 15

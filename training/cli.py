@@ -1,13 +1,10 @@
-"""`train-edge DOGS_DIR`: the workstation command."""
+"""`train-edge DOGS_DIR`: its command line. The command itself (train, then export) is `export.workflow`, so that
+training never imports export: the layers point one way."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-from device.cli_main import run_main, setup_logging
-from device.errors import require_modules
 
 # What train-edge and export-edge import (the `train` extra beyond `device`): import name -> pip name.
 TRAIN_MODULES = {
@@ -39,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, help="model input size in pixels (default 224; 64 for --backbone none)")
     p.add_argument("--epochs", type=int, help="autoencoder epochs (default 60; 30 for --backbone none)")
     p.add_argument("--target-recall", type=float, default=0.95,
-                   help="share of the label's validation images the threshold must keep (default 0.95)")
+                   help="share of the label's photos the threshold must keep, each scored by a model that did not "
+                        "see it (default 0.95)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if not 0.0 < args.target_recall <= 1.0:
@@ -49,24 +47,3 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be at least 1")
     return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging()
-
-    def job() -> int:
-        require_modules(TRAIN_MODULES, INSTALL_TRAIN)   # before the folder scan: fail in a second, in one line
-        from training.train import TrainOptions, train
-
-        out = train(TrainOptions(images=args.images, out=args.out, label=args.label, background=args.background,
-                                 backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
-                                 target_recall=args.target_recall, seed=args.seed))
-        print(f"model written to {out}/ (model.tflite, model.json, report.html)")
-        return 0
-
-    return run_main("train-edge", job)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

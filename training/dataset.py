@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,12 +108,14 @@ def split(paths: Sequence[Path], val_fraction: float, seed: int, min_val: int = 
     return train, val
 
 
-def iter_batches(paths: Sequence[Path], size: int, batch_size: int = 32, mirror: bool = False) -> Iterator[np.ndarray]:
-    """Yield (n, size, size, 3) uint8 batches through the device's preprocessing; `mirror` flips them left-right."""
+def iter_batches(paths: Sequence[Path], size: int, batch_size: int = 32,
+                 view: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Yield (n, size, size, 3) uint8 batches through the device's preprocessing, of `view(image)` if given
+    (see training/views.py)."""
     batch: list[np.ndarray] = []
     for path in paths:
-        img = preprocess(load_rgb(path), size)
-        batch.append(img[:, ::-1] if mirror else img)
+        img = load_rgb(path)
+        batch.append(preprocess(view(img) if view is not None else img, size))
         if len(batch) >= batch_size:
             yield np.stack(batch)
             batch = []

@@ -11,26 +11,13 @@ full-integer int8 model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 
+from training.head import Head
+
 BACKBONES = ("efficientnet_lite0", "none")
 DEFAULT_BACKBONE = "efficientnet_lite0"
-
-
-@dataclass
-class ScoreWeights:
-    """Constants of the final combination; recorded in model.json so a score can be explained."""
-
-    w_knn: float
-    w_ae: float
-    bias: float
-    w_neg: float = 0.0  # outlier exposure: weight of the similarity to the nearest background embedding
-
-    def as_dict(self) -> dict[str, float]:
-        return {"w_knn": self.w_knn, "w_ae": self.w_ae, "w_neg": self.w_neg, "bias": self.bias}
 
 
 def build_embedder(backbone: str, image_size: int) -> keras.Model:
@@ -60,22 +47,25 @@ def build_embedding_autoencoder(dim: int, hidden: int = 256, code: int = 32, see
     return keras.Model(inp, out, name="embedding_autoencoder")
 
 
-def build_scorer(embedder: keras.Model, bank: np.ndarray, autoencoder: keras.Model,
-                 weights: ScoreWeights, neg_bank: np.ndarray | None = None) -> keras.Model:
-    """One model, one score per image: the graph the device runs.
+def build_scorer(embedder: keras.Model, head: Head) -> keras.Model:
+    """One model, two outputs per image: the score (the graph the device decides with) and the embedding it is
+    built on (for the device's local feedback bank).
 
     The weights are folded into the layers before each term is formed (bank * w_knn; AE output and
     embedding * sqrt(w_ae)) so both terms reach the final subtraction already on a common O(1) scale:
     in int8 every tensor has one scale, and a final layer mixing a 1e-4 term with a 1e1 term would round
-    one of them to nothing. With background images, `neg_bank` adds the outlier-exposure term
+    one of them to nothing. With background images, `head.neg_bank` adds the outlier-exposure term
     `- w_neg * max_j <e, n_j>`: frames like the empty scene score lower.
     """
+    weights, bank, neg_bank = head.weights, head.bank, head.neg_bank
     size = embedder.input_shape[1]
     c = float(np.sqrt(weights.w_ae))
     inp = keras.Input((size, size, 3), dtype="float32", name="image")
     e = embedder(inp)
     sims = keras.layers.Dense(len(bank), use_bias=False, trainable=False, name="bank")(e)
     nearest = keras.layers.GlobalMaxPooling1D(name="nearest")(keras.layers.Reshape((-1, 1), name="bank_col")(sims))
+    autoencoder = build_embedding_autoencoder(bank.shape[1], hidden=head.ae[0][0].shape[1],
+                                              code=head.ae[1][0].shape[1])
     recon = autoencoder(e)
     e_scaled = keras.layers.Rescaling(c, name="embedding_scaled")(e)
     recon_scaled = keras.layers.Rescaling(c, name="recon_scaled")(recon)
@@ -89,50 +79,12 @@ def build_scorer(embedder: keras.Model, bank: np.ndarray, autoencoder: keras.Mod
             keras.layers.Reshape((-1, 1), name="neg_bank_col")(neg_sims))
         raw = keras.layers.Subtract(name="terms_oe")([raw, nearest_neg])
     score = keras.layers.Rescaling(1.0, offset=weights.bias, name="score")(raw)
-    model = keras.Model(inp, score, name="scorer")
+    model = keras.Model(inp, [score, e], name="scorer")
     model.get_layer("bank").set_weights([(bank.T * weights.w_knn).astype(np.float32)])
+    autoencoder.set_weights([w for layer in head.ae for w in layer])
     if neg_bank is not None and len(neg_bank):
         model.get_layer("neg_bank").set_weights([(neg_bank.T * weights.w_neg).astype(np.float32)])
     return model
-
-
-def nearest_similarity(e: np.ndarray, bank: np.ndarray, exclude_self: bool = False,
-                       block: int = 2048) -> np.ndarray:
-    """max_i <e, b_i> for each row of e; with exclude_self, rows of e are the bank and self-matches are skipped.
-
-    Computed in row blocks so memory stays O(block * len(bank)), not O(n^2), for big folders.
-    """
-    out = np.empty(len(e), np.float32)
-    for start in range(0, len(e), block):
-        sims = e[start:start + block] @ bank.T
-        if exclude_self:
-            rows = np.arange(len(sims))
-            sims[rows, start + rows] = -np.inf
-        out[start:start + block] = sims.max(axis=1)
-    return out
-
-
-def reconstruction_error(autoencoder: keras.Model, e: np.ndarray) -> np.ndarray:
-    recon = autoencoder.predict(e, batch_size=256, verbose=0)
-    return np.mean((recon - e) ** 2, axis=1)
-
-
-# Outlier exposure strength relative to the label's own similarity term. In a float experiment on the dev
-# split's embeddings (kNN term only, 150 random no-dog photos as background, the other 439 as test),
-# 0.25 / 0.5 / 1.0 gave AUROC 0.9979 / 0.9983 / 0.9974 (no background: 0.9947), so the middle value is the default.
-NEG_WEIGHT = 0.5
-
-
-def fit_weights(knn_train: np.ndarray, err_train: np.ndarray, knn_weight: float = 1.0,
-                ae_weight: float = 1.0, neg_train: np.ndarray | None = None) -> ScoreWeights:
-    """Standardise each term on the training images (leave-one-out similarity, reconstruction error)."""
-    sk = float(np.std(knn_train)) or 1.0
-    se = float(np.std(err_train)) or 1.0
-    w_knn, w_ae = knn_weight / sk, ae_weight / se
-    w_neg = NEG_WEIGHT * w_knn if neg_train is not None else 0.0
-    neg_mean = float(np.mean(neg_train)) if neg_train is not None else 0.0
-    bias = -(w_knn * float(np.mean(knn_train)) - w_ae * float(np.mean(err_train)) - w_neg * neg_mean)
-    return ScoreWeights(w_knn=w_knn, w_ae=w_ae, bias=bias, w_neg=w_neg)
 
 
 def build_pixel_autoencoder(image_size: int, seed: int = 0) -> tuple[keras.Model, keras.Model]:

@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,7 @@ class MqttSink(Sink):
         self.ha_status_topic = f"{cfg.discovery_prefix}/status"
 
         self._lock = threading.Lock()
+        self._commands: dict[str, Callable[[bytes], None]] = {}   # full topic -> handler (paho's thread)
         self._present: bool | None = None        # None until the first decision: OFF is published on connect
         self._last_snapshot: bytes | None = None
         self._snapshot_pending = False           # a snapshot arrived while the broker was away
@@ -209,6 +211,30 @@ class MqttSink(Sink):
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+
+    # -- inbound commands -------------------------------------------------------------------------------
+
+    def topic(self, suffix: str) -> str:
+        """`<base_topic>/<device_id>/<suffix>`: where this device's own messages live."""
+        return f"{self.cfg.base_topic}/{self.cfg.device_id}/{suffix}"
+
+    def on_command(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Call `handler(payload)` for every message on `topic` (subscribed now and after every reconnect).
+
+        Handlers run on paho's network thread: they must not block, and hand real work to the frame loop
+        (the daemon runs queued actions between two frames).
+        """
+        with self._lock:
+            self._commands[topic] = handler
+            if self._client.is_connected():
+                self._client.subscribe(topic, qos=1)
+
+    def publish_retained(self, topic: str, payload: str | bytes) -> bool:
+        """A retained status message (e.g. the model in use); dropped while the broker is away."""
+        with self._lock:
+            if self._closing:
+                return False
+            return self._publish(topic, payload, retain=True)
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -290,6 +316,8 @@ class MqttSink(Sink):
             if self._closing:
                 return
             self._publish(self.status_topic, ONLINE, retain=True)
+            for topic in self._commands:
+                client.subscribe(topic, qos=1)
             if self.cfg.discovery:
                 client.subscribe(self.ha_status_topic, qos=1)
                 self._publish_discovery()
@@ -307,6 +335,13 @@ class MqttSink(Sink):
                         reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        handler = self._commands.get(message.topic)
+        if handler is not None:
+            try:
+                handler(bytes(message.payload))
+            except Exception:  # a bad message must never take paho's thread (and every other message) down
+                log.exception("mqtt: handling a message on %s failed", message.topic)
+            return
         if message.topic != self.ha_status_topic or message.payload.strip() != ONLINE.encode():
             return
         log.info("mqtt: Home Assistant came online; re-sending discovery")

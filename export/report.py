@@ -13,9 +13,12 @@ from export.plots import histogram, loss_curve, roc
 
 
 def write_report(model_dir: Path, meta, card: ModelCard, pos: np.ndarray, neg: np.ndarray) -> Path:
-    """report.html + PNGs in `model_dir`. `pos`/`neg` are the int8 scores of held-out images."""
+    """report.html + PNGs in `model_dir`. `pos` are the scores the threshold was set on (out-of-fold int8
+    scores of the label's photos, or held-out ones for the pixel baseline); `neg` held-out background."""
     model_dir = Path(model_dir)
-    histogram(model_dir / "scores.png", pos, neg, card.threshold, f"validation {card.label}")
+    out_of_fold = "crop" in card.calibration
+    histogram(model_dir / "scores.png", pos, neg, card.threshold,
+              f"{card.label}, {'out of fold' if out_of_fold else 'validation'}")
     if meta.loss:
         loss_curve(model_dir / "loss.png", meta.loss)
     rows = [
@@ -25,16 +28,22 @@ def write_report(model_dir: Path, meta, card: ModelCard, pos: np.ndarray, neg: n
                    f"{card.counts['background_train'] + card.counts['background_validation']} background, "
                    f"{card.counts['skipped']} skipped, {card.counts['duplicates']} duplicates dropped"),
         ("threshold", f"{card.threshold:.5g} ({card.calibration['method']})"),
-        ("recall on validation", f"{card.calibration['recall']:.3f} (target {card.calibration['target_recall']})"),
-        ("threshold with tiles", f"{card.threshold_tiles:.5g} (daemon's tiles = true: best of whole frame + 2x2)"
-         if card.threshold_tiles is not None else "not calibrated"),
-        ("int8 vs float Spearman", f"{card.parity['spearman_float_vs_int8']:.4f} on {card.parity['n_images']} images"),
+        ("recall at the threshold", f"{card.calibration['recall']:.3f} (target {card.calibration['target_recall']})"),
+    ]
+    if out_of_fold:
+        crop = card.calibration["crop"]
+        rows.append(("crop threshold", f"{card.threshold_crop:.5g}: keeps {crop['recall']:.0%} of the photos' crop "
+                                       f"views ({crop['view']}); motion regions and sweep crops use it"))
+    rows += [
+        ("int8 vs float Spearman", f"{card.parity['spearman_float_vs_int8']:.4f} on {card.parity['n_images']} "
+                                   f"{card.parity['images']}"),
     ]
     imgs = ['<img src="scores.png" alt="score histogram">']
     if len(neg):
         m = detection_metrics(pos, neg, card.threshold)
         rows += [
-            ("AUROC (int8 / float)", f"{card.parity['auroc_int8']:.4f} / {card.parity['auroc_float']:.4f}"),
+            ("AUROC vs background (int8 / float)",
+             f"{card.parity['auroc_int8']:.4f} / {card.parity['auroc_float']:.4f}"),
             ("false alarms at threshold", f"{m.false_positives} of {m.n_negatives} ({m.fpr:.1%})"),
         ]
         roc(model_dir / "roc.png", pos, neg)
@@ -54,8 +63,8 @@ img{{max-width:100%;margin:1em 0}}</style></head>
 <body><h1>{html.escape(card.label)} detector</h1>
 <table>{table}</table>
 {''.join(imgs)}
-<p>Scores are from the int8 <code>model.tflite</code> on images held out from training.
-Higher scores mean more like <em>{html.escape(card.label)}</em>.</p>
+<p>Scores are from the int8 <code>model.tflite</code>; each photo of the label is scored by a head that was
+trained without it (out of fold). Higher scores mean more like <em>{html.escape(card.label)}</em>.</p>
 </body></html>
 """
     path = model_dir / "report.html"

@@ -1,5 +1,5 @@
-"""Bounded memory bank: greedy k-center (PatchCore-style) selection keeps the bank small and spread out,
-so model size and per-frame time stay flat however many images the user has."""
+"""Bounded memory banks: greedy k-center (PatchCore-style) selection keeps a bank small and spread out, so model
+size and per-frame time stay flat however many images the user has (training's bank, the device's feedback bank)."""
 
 from __future__ import annotations
 

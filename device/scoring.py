@@ -1,0 +1,186 @@
+"""From a camera frame to one score: the whole view, crops where something moved, and a slow sweep of the rest.
+
+Per frame the model scores the whole view (the centre square, `device.preprocess`) and at most
+`max_crops` square crops, in this order of priority:
+  1. follow-ups: for each crop that scored over its threshold last frame, one of its partners (the same
+     square shifted by a quarter side, `regions.partners`), so a hit is checked from a slightly different
+     crop and a subject that stops moving stays found;
+  2. motion regions: squares around the largest moving areas (`device.motion`, `device.regions`);
+  3. the sweep: the next square of a grid that covers the frame (sides included), in turn, so a small
+     subject that never moves is still found within one sweep cycle. One slot per frame is kept for it.
+A crop counts only against its own threshold (`threshold_crop`: crops are smaller and blurrier than the
+photos the whole-view threshold was calibrated on) and only once hits near the same place agree over
+several frames (`HitTracker`): a follow-up partner or a motion region that hits where a crop hit before.
+The frame's score is then `threshold + best margin`, where a margin is a view's score minus its threshold:
+on the whole view's scale, so the Decider, events and stats read as before.
+
+`score_still` scores a single image the way the daemon scores a camera that sees it for one sweep cycle: the
+whole view and every sweep crop, each crop hit checked by its partners. A crop's evidence is the weaker of
+its own margin and its best partner's, so it is positive exactly when the daemon would confirm the hit on a
+still scene. This is what `eval-edge` and the still-image benchmarks measure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from device.motion import MotionDetector
+from device.preprocess import Box, Roi, centre_square, crop_fraction, preprocess
+from device.regions import Hit, HitTracker, motion_regions, partners, sweep_boxes
+from device.runner import Runner
+from device.scoring_settings import ScoringSettings
+from device.thresholds import Thresholds
+
+WHOLE, REGION, SWEEP, FOLLOW = "whole", "region", "sweep", "follow"
+
+# The feedback bank's hook (issue "not a dog"): embedding -> score correction (<= 0), applied to every view.
+ScoreAdjust = Callable[[np.ndarray], float]
+
+
+@dataclass
+class ViewScore:
+    kind: str                      # whole | region | sweep | follow
+    box: Box
+    score: float                   # model score, after any feedback adjustment
+    margin: float                  # score - threshold of its kind
+    inference_ms: float = 0.0
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class FrameScore:
+    score: float                   # threshold + margin: >= threshold means this frame counts as positive
+    margin: float
+    best: ViewScore                # the view that set the margin
+    views: list[ViewScore]
+    confirmed: list[ViewScore]     # crop views whose hits are confirmed
+    inference_ms: float            # interpreter time summed over the views
+
+    @property
+    def invocations(self) -> int:
+        return len(self.views)
+
+
+class FrameScorer:
+    def __init__(self, runner: Runner, thresholds: Thresholds, settings: ScoringSettings | None = None,
+                 roi: Roi | None = None, adjust: ScoreAdjust | None = None) -> None:
+        self.runner = runner
+        self.thresholds = thresholds
+        self.settings = settings or ScoringSettings()
+        self.roi = roi
+        self.adjust = adjust
+        self._motion = MotionDetector()
+        s = self.settings
+        self._tracker = HitTracker(s.confirm_frames, s.confirm_window)
+        self._sweep: list[Box] = []
+        self._sweep_pos = 0
+        self._sweep_shape: tuple[int, int] | None = None
+        self._follow: list[Box] = []   # last frame's crop hits, best first
+        self._frame_no = 0
+
+    def reset(self) -> None:
+        """Forget motion background, sweep position and hits (a new camera, a reopened stream)."""
+        self._motion.reset()
+        self._tracker.reset()
+        self._follow = []
+        self._sweep_pos = 0
+
+    # -- one view -----------------------------------------------------------------------------------------
+
+    def _view(self, image: np.ndarray, kind: str, box: Box) -> ViewScore:
+        result = self.runner.infer(preprocess(image, self.runner.input_size, box))
+        score = result.score
+        if self.adjust is not None and result.embedding is not None:
+            score += self.adjust(result.embedding)
+        threshold = self.thresholds.whole if kind == WHOLE else self.thresholds.crop
+        return ViewScore(kind, box, score, score - threshold, self.runner.last_inference_ms, result.embedding)
+
+    def _sweep_for(self, width: int, height: int) -> list[Box]:
+        if self._sweep_shape != (width, height):
+            self._sweep = sweep_boxes(width, height, self.settings.sweep_fraction)
+            self._sweep_shape, self._sweep_pos = (width, height), 0
+        return self._sweep
+
+    # -- frames -------------------------------------------------------------------------------------------
+
+    def _crops(self, image: np.ndarray) -> list[tuple[str, Box]]:
+        s = self.settings
+        h, w = image.shape[:2]
+        chosen: list[tuple[str, Box]] = []
+        # one slot stays free for the sweep, so busy motion (leaves, reflections) never stops it
+        others = s.max_crops - 1 if s.sweep and s.max_crops > 1 else s.max_crops
+
+        def add(kind: str, box: Box) -> None:
+            limit = s.max_crops if kind == SWEEP else others
+            if len(chosen) < limit and not any(_overlap(box, b) > 0.5 for _, b in chosen):
+                chosen.append((kind, box))
+
+        for box in self._follow:
+            options = partners(box, w, h)
+            if options:
+                add(FOLLOW, options[self._frame_no % len(options)])
+        moving = self._motion(image) if s.regions else []
+        for box in motion_regions(moving, w, h, others):
+            add(REGION, box)
+        if s.sweep:
+            grid = self._sweep_for(w, h)
+            while len(chosen) < s.max_crops and grid:
+                add(SWEEP, grid[self._sweep_pos % len(grid)])
+                self._sweep_pos += 1
+                if self._sweep_pos % len(grid) == 0:
+                    break   # never more than one cycle in a frame
+        return chosen
+
+    def score(self, frame: np.ndarray) -> FrameScore:
+        """Score the next frame of a stream (keeps motion, sweep and hit state between calls)."""
+        image = crop_fraction(frame, self.roi) if self.roi is not None else frame
+        h, w = image.shape[:2]
+        self._frame_no += 1
+        views = [self._view(image, WHOLE, centre_square(w, h))]
+        views += [self._view(image, kind, box) for kind, box in self._crops(image)]
+        hits = [v for v in views[1:] if v.margin >= 0]
+        confirmed_hits = self._tracker.update([Hit(v.box, v.score) for v in hits])
+        confirmed_boxes = {id(c.box) for c in confirmed_hits}
+        confirmed = [v for v in hits if id(v.box) in confirmed_boxes]
+        self._follow = [v.box for v in sorted(hits, key=lambda v: v.margin, reverse=True)]
+        return self._combine(views, confirmed)
+
+    def score_still(self, image: np.ndarray) -> FrameScore:
+        """Score one image as a camera would over one sweep cycle of a still scene: the whole view and every
+        sweep crop, each crop's evidence the weaker of its own margin and its best partner's (module docstring)."""
+        image = crop_fraction(image, self.roi) if self.roi is not None else image
+        h, w = image.shape[:2]
+        views = [self._view(image, WHOLE, centre_square(w, h))]
+        if not self.settings.sweep:
+            return self._combine(views, [])
+        crops = [self._view(image, SWEEP, box) for box in sweep_boxes(w, h, self.settings.sweep_fraction)]
+        views += crops
+        best: ViewScore | None = None
+        for crop in sorted(crops, key=lambda v: v.margin, reverse=True):
+            if best is not None and crop.margin <= best.margin:
+                break   # no later crop can beat the evidence found so far
+            checks = [self._view(image, FOLLOW, box) for box in partners(crop.box, w, h)]
+            views += checks
+            partner = max(checks, key=lambda v: v.margin, default=None)
+            evidence = crop if partner is None or partner.margin >= crop.margin else partner
+            if best is None or evidence.margin > best.margin:
+                best = evidence
+        # Below the threshold too, the frame's margin is the closer of the whole view and the best crop evidence.
+        return self._combine(views, [best] if best is not None else [])
+
+    def _combine(self, views: list[ViewScore], confirmed: list[ViewScore]) -> FrameScore:
+        """The frame's margin: the whole view's or a confirmed crop's, whichever is higher (unconfirmed crop hits
+        never make a frame positive)."""
+        best = max([views[0], *confirmed], key=lambda v: v.margin)
+        return FrameScore(self.thresholds.whole + best.margin, best.margin, best, views, confirmed,
+                          float(sum(v.inference_ms for v in views)))
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area."""
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    return ix * iy / max(1, min(a.w * a.h, b.w * b.h))

@@ -1,0 +1,36 @@
+"""`train-edge DOGS_DIR`: train the model, then export and calibrate it (the one workstation command).
+
+It lives here, not in training/, so the layers point one way: export uses training's results, training never
+imports export.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from device.cli_main import run_main, setup_logging
+from device.errors import require_modules
+from training.cli import INSTALL_TRAIN, TRAIN_MODULES, parse_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+
+    def job() -> int:
+        require_modules(TRAIN_MODULES, INSTALL_TRAIN)   # before the folder scan: fail in a second, in one line
+        from export.pipeline import export_model
+        from training.train import TrainOptions, train
+
+        out = train(TrainOptions(images=args.images, out=args.out, label=args.label, background=args.background,
+                                 backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
+                                 target_recall=args.target_recall, seed=args.seed))
+        export_model(out)
+        print(f"model written to {out}/ (model.tflite, model.json, calibration.npz, report.html)")
+        return 0
+
+    return run_main("train-edge", job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
