@@ -81,8 +81,8 @@ class ModelConfig:
 class DetectConfig(ScoringSettings):
     """The `[detect]` table: what each frame is scored on (ScoringSettings), then the debounce."""
 
-    on_frames: int = 3
-    window: int = 5
+    on_frames: int = 6
+    window: int = 8
     off_delay: float = 30.0
 
     def __post_init__(self) -> None:

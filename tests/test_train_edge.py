@@ -32,7 +32,7 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
     assert card.counts["train"] == 80 and card.counts["validation"] == 0 and card.counts["folds"] == 5
     assert "out-of-fold" in card.calibration["method"] and card.calibration["n_positives"] == 80
     assert card.calibration["recall"] >= card.calibration["target_recall"]
-    assert card.threshold_crop is not None and card.calibration["crop"]["recall"] >= 0.75
+    assert card.threshold_crop is not None and card.calibration["crop"]["recall"] >= 0.5
     assert card.outputs["embedding"]["shape"] == [1, 1000]
     assert card.calibration["sha256"] == sha256_file(trained_model / "calibration.npz")
     calibration = np.load(trained_model / "calibration.npz")
