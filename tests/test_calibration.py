@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.calibrate import calibrate, threshold_for_recall
 from device.coreset import greedy_coreset
+from training.calibrate import calibrate, threshold_for_recall
 
 
 def test_threshold_keeps_target_recall_on_validation() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.errors import DataError
 from device.coreset import greedy_coreset
+from device.errors import DataError
 from training.dataset import ImageSet, iter_batches, scan_folder, split
 from training.head import (
     Head,
