@@ -30,7 +30,7 @@ def test_defaults_for_an_empty_file(tmp_path: Path) -> None:
     assert cfg.camera.realtime is False                  # replays run as fast as possible unless asked
     assert cfg.model.path == "/var/lib/edge-device/model.tflite" and cfg.model.threads == 2
     assert cfg.model.threshold is None
-    assert (cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay) == (3, 5, 30.0)
+    assert (cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay) == (6, 8, 30.0)
     assert cfg.snapshot.enabled and cfg.snapshot.dir is None
     assert cfg.mqtt is None and cfg.gpio is None     # missing section = output off
 

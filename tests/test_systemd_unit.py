@@ -101,11 +101,11 @@ def test_runtime_tolerates_memory_deny_write_execute(tmp_path: Path, brightness_
 
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i, level in enumerate([20] * 3 + [230] * 5 + [20] * 3):
+    for i, level in enumerate([20] * 3 + [230] * 8 + [20] * 3):
         cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((48, 64, 3), level, np.uint8))
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
-    for level in [230] * 5:
+    for level in [230] * 8:
         writer.write(np.full((48, 64, 3), level, np.uint8))
     writer.release()
     for source in (frames, video):
