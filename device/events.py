@@ -28,7 +28,14 @@ class Event:
     ended_at: float | None
     frames: int           # positive frames in the episode so far
 
-    def to_json(self, device_id: str, model_sha256: str) -> dict[str, Any]:
+    def to_json(self, device_id: str, model_sha256: str, confidence_scale: float | None = None) -> dict[str, Any]:
+        """The event's JSON; with `confidence_scale`, also `confidence` and `max_confidence` (device/confidence.py)."""
+        extra: dict[str, Any] = {}
+        if confidence_scale is not None:
+            from device.confidence import confidence
+
+            extra = {"confidence": round(confidence(self.score, self.threshold, confidence_scale), 4),
+                     "max_confidence": round(confidence(self.max_score, self.threshold, confidence_scale), 4)}
         return {
             "type": self.type,
             "label": self.label,
@@ -40,6 +47,7 @@ class Event:
             "frames": int(self.frames),
             "device_id": device_id,
             "model_sha256": model_sha256,
+            **extra,
         }
 
 

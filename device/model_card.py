@@ -56,6 +56,8 @@ class ModelCard:
     score: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    # Score units per logistic unit of `confidence` (device/confidence.py); None on older cards.
+    confidence_scale: float | None = None
 
     def thresholds(self, override: float | None = None) -> Thresholds:
         """The thresholds to decide with; a `[model] threshold` override moves both by the same amount."""

@@ -29,6 +29,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 import device
+from device.confidence import scale_from_scores
 from device.errors import DataError
 from device.image_io import load_rgb
 from device.model_card import CALIBRATION_FILE, ModelCard, sha256_file
@@ -289,6 +290,7 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
         versions={"edge_oneclass": device.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                   "python": platform.python_version()},
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        confidence_scale=scale_from_scores(cal.pos_scores, cal.threshold),
     )
     card.save(out_file.with_name("model.json"))
     log.info("int8 vs float: Spearman %.4f on %d images; threshold %.4f (recall %.3f, %s), crops %.4f",

@@ -28,7 +28,7 @@ from device.snapshot import encode_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_KEYS = {"type", "label", "score", "max_score", "threshold", "started_at", "ended_at", "frames", "device_id",
-              "model_sha256"}
+              "model_sha256", "confidence", "max_confidence"}
 
 
 def change(present: bool, t: float = 1_714_560_000.0) -> StateChange:
@@ -41,10 +41,11 @@ def change(present: bool, t: float = 1_714_560_000.0) -> StateChange:
 def make_sink(mosquitto):
     sinks: list[MqttSink] = []
 
-    def make(start: bool = True, **overrides) -> MqttSink:
+    def make(start: bool = True, confidence_scale: float = 1.0, **overrides) -> MqttSink:
         kw = {"host": mosquitto.host, "port": mosquitto.port, "device_id": f"pi-{uuid.uuid4().hex[:6]}"}
         kw.update(overrides)
-        sink = MqttSink(MqttConfig(**kw), label="dog", model_sha256="ab" * 32, threshold=0.5)
+        sink = MqttSink(MqttConfig(**kw), label="dog", model_sha256="ab" * 32, threshold=0.5,
+                        confidence_scale=confidence_scale)
         sinks.append(sink)
         if start:
             sink.start()
@@ -147,6 +148,9 @@ def test_event_json_at_qos1_not_retained(make_sink, mosquitto):
         assert set(body) == EVENT_KEYS
         assert body["device_id"] == sink.cfg.device_id and body["model_sha256"] == "ab" * 32
         assert body["label"] == "dog" and body["threshold"] == 0.5 and body["frames"] == 7
+        # logistic((score - threshold) / scale) with the default scale 1.0
+        assert body["confidence"] == pytest.approx(1 / (1 + np.exp(-(0.91 - 0.5))), abs=1e-4)
+        assert body["max_confidence"] == pytest.approx(1 / (1 + np.exp(-(0.95 - 0.5))), abs=1e-4)
         assert body["started_at"].endswith("Z")
         assert datetime.fromisoformat(body["started_at"]).utcoffset().total_seconds() == 0
     assert json.loads(start.payload)["ended_at"] is None
@@ -187,6 +191,58 @@ def test_stats_json_not_retained(make_sink, mosquitto):
     body = json.loads(msg.payload)
     assert not msg.retain and body["fps"] == 4.9 and body["label"] == "dog"
     sub.close()
+
+
+def test_stats_carry_confidence_and_its_sensor_is_discovered(make_sink, mosquitto):
+    sink = connected(make_sink(confidence_scale=0.2), mosquitto)
+    dev = sink.cfg.device_id
+    sub = Subscriber(mosquitto, [sink.stats_topic])
+    sink.stats({"fps": 5.0, "last_score": 0.5})
+    sink.stats({"fps": 5.0, "last_score": 0.7})
+    first = json.loads(sub.wait_for(sink.stats_topic).payload)
+    second = json.loads(sub.wait_for(sink.stats_topic, lambda m: json.loads(m.payload)["last_score"] == 0.7).payload)
+    assert first["confidence"] == 0.5                                   # exactly 0.5 at the threshold
+    assert second["confidence"] == pytest.approx(1 / (1 + np.exp(-1.0)), abs=1e-4)   # (0.7 - 0.5) / 0.2
+    sub.close()
+    conf = json.loads(retained(mosquitto, f"homeassistant/sensor/{dev}_dog_confidence/config").payload)
+    assert conf["state_topic"] == sink.stats_topic and "value_json.confidence" in conf["value_template"]
+    assert conf["unit_of_measurement"] == "%" and conf["unique_id"] == f"{dev}_dog_confidence"
+    model = json.loads(retained(mosquitto, f"homeassistant/sensor/{dev}_model/config").payload)
+    assert model["entity_category"] == "diagnostic" and model["state_topic"] == f"edge/{dev}/model"
+    assert model["json_attributes_topic"] == f"edge/{dev}/model"
+
+
+def test_kept_status_is_reasserted_after_a_broker_restart(make_sink, mosquitto):
+    sink = connected(make_sink(), mosquitto)
+    sink.keep_retained(sink.topic("model"), '{"status": "ok"}')
+    assert retained(mosquitto, sink.topic("model")).text == '{"status": "ok"}'
+    mosquitto.stop()                      # no persistence: the retained store is gone
+    mosquitto.start()
+    sub = Subscriber(mosquitto, [sink.topic("model")])
+    sub.wait_for(sink.topic("model"), timeout=30)      # re-published by the sink once it is back
+    sub.close()
+    assert retained(mosquitto, sink.topic("model")).text == '{"status": "ok"}'
+
+
+def test_label_change_moves_topics_and_removes_the_old_entities(make_sink, mosquitto):
+    from device.model_info import ModelInfo
+
+    sink = connected(make_sink(), mosquitto)
+    dev = sink.cfg.device_id
+    sink.state_changed(change(True))
+    sub = Subscriber(mosquitto, ["homeassistant/#", f"edge/{dev}/#"])
+    sub.wait_for(f"homeassistant/binary_sensor/{dev}_dog/config", lambda m: m.retain)
+    n = len(sub.messages)
+    sink.model_changed(ModelInfo("cat", "cd" * 32, 0.7, 0.6, "", 0.1))
+    for old in (f"homeassistant/binary_sensor/{dev}_dog/config", f"homeassistant/image/{dev}_dog_snapshot/config",
+                f"homeassistant/sensor/{dev}_dog_confidence/config", f"edge/{dev}/dog/state"):
+        sub.wait_for(old, lambda m: m.payload == b"", start=n)
+    new = json.loads(sub.wait_for(f"homeassistant/binary_sensor/{dev}_cat/config", start=n).payload)
+    assert new["state_topic"] == sink.state_topic == f"edge/{dev}/cat/state"
+    sub.wait_for(f"edge/{dev}/cat/state", lambda m: m.text == "OFF", start=n)
+    assert sub.on(f"homeassistant/sensor/{dev}_model/config")[-1].payload != b""   # not label-bound: kept
+    sub.close()
+    assert sink.connected and (sink.model_sha256, sink.threshold, sink.confidence_scale) == ("cd" * 32, 0.7, 0.1)
 
 
 # -- shutdown, crash -----------------------------------------------------------------------------------------

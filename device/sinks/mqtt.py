@@ -7,11 +7,12 @@ Topics live under `<base_topic>/<device_id>`:
 - `<label>/state`     `ON` / `OFF`, retained; re-published after every (re)connect.
 - `<label>/event`     event JSON (`Event.to_json`), QoS `qos_events`, not retained.
 - `<label>/snapshot`  JPEG of the best frame at the start of an episode, retained.
-- `stats`             health JSON, not retained.
+- `stats`             health JSON (with `confidence`), not retained.
+- `model`             the model in use and the last update's outcome, retained (`device.model_update`).
 
 Home Assistant discovery goes to `<discovery_prefix>/binary_sensor/<device_id>_<label>/config` (and an `image`
-entity for the snapshot), sent on every connect and again when Home Assistant announces `online` on
-`<discovery_prefix>/status`.
+entity for the snapshot, a `<label> confidence` sensor and a diagnostic `model` sensor), sent on every connect
+and again when Home Assistant announces `online` on `<discovery_prefix>/status`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from device import __version__
+from device.confidence import DEFAULT_SCALE, confidence
 from device.errors import BrokerError, ConfigError
 from device.events import StateChange
 from device.sinks.base import Sink
@@ -173,25 +175,20 @@ class MqttSink(Sink):
     events wait in paho's bounded queue (`MAX_QUEUED`) and are dropped with a log line when it is full.
     """
 
-    def __init__(self, cfg: MqttConfig, label: str, model_sha256: str, threshold: float) -> None:
+    def __init__(self, cfg: MqttConfig, label: str, model_sha256: str, threshold: float,
+                 confidence_scale: float = DEFAULT_SCALE) -> None:
         self.cfg = cfg
-        self.label = label
-        self.label_slug = topic_slug(label)
-        if not self.label_slug:
-            raise ConfigError(f"label {label!r} has no letters or digits to use in MQTT topics; rename the label")
         self.model_sha256 = model_sha256
         self.threshold = float(threshold)
+        self.confidence_scale = float(confidence_scale)
 
         root = f"{cfg.base_topic}/{cfg.device_id}"
         self.status_topic = f"{root}/status"
         self.stats_topic = f"{root}/stats"
-        self.state_topic = f"{root}/{self.label_slug}/state"
-        self.event_topic = f"{root}/{self.label_slug}/event"
-        self.snapshot_topic = f"{root}/{self.label_slug}/snapshot"
-        self.object_id = f"{cfg.device_id}_{self.label_slug}"
-        self.discovery_topic = f"{cfg.discovery_prefix}/binary_sensor/{self.object_id}/config"
-        self.image_discovery_topic = f"{cfg.discovery_prefix}/image/{self.object_id}_snapshot/config"
+        self.model_topic = f"{root}/model"
         self.ha_status_topic = f"{cfg.discovery_prefix}/status"
+        self._set_label(label)
+        first_slug = self.label_slug
 
         self._lock = threading.Lock()
         self._commands: dict[str, Callable[[bytes], None]] = {}   # full topic -> handler (paho's thread)
@@ -201,8 +198,9 @@ class MqttSink(Sink):
         self._closing = False
         self._started = False
         self._failures = 0
+        self._kept: dict[str, str | bytes] = {}  # retained status messages re-asserted on every connect
 
-        client_id = cfg.client_id or f"edge-{cfg.device_id}-{self.label_slug}"
+        client_id = cfg.client_id or f"edge-{cfg.device_id}-{first_slug}"
         self._client = _make_client(cfg, client_id)
         self._client.max_queued_messages_set(MAX_QUEUED)
         self._client.reconnect_delay_set(1, 30)
@@ -211,6 +209,53 @@ class MqttSink(Sink):
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+
+    def _set_label(self, label: str) -> None:
+        slug = topic_slug(label)
+        if not slug:
+            raise ConfigError(f"label {label!r} has no letters or digits to use in MQTT topics; rename the label")
+        cfg, root = self.cfg, f"{self.cfg.base_topic}/{self.cfg.device_id}"
+        self.label, self.label_slug = label, slug
+        self.state_topic = f"{root}/{slug}/state"
+        self.event_topic = f"{root}/{slug}/event"
+        self.snapshot_topic = f"{root}/{slug}/snapshot"
+        self.object_id = f"{cfg.device_id}_{slug}"
+        self.discovery_topic = f"{cfg.discovery_prefix}/binary_sensor/{self.object_id}/config"
+        self.image_discovery_topic = f"{cfg.discovery_prefix}/image/{self.object_id}_snapshot/config"
+
+    def model_changed(self, info: Any) -> None:
+        """A new model scores from now on (`device.model_info.ModelInfo`): new sha/threshold/scale in events and
+        stats; a new label moves the topics, removes the old label's Home Assistant entities (empty retained
+        configs) and retained state/snapshot, and announces the new ones. The MQTT session is kept."""
+        with self._lock:
+            old_label, old_configs = self.label, self.discovery_configs()
+            old_retained = (self.state_topic, self.snapshot_topic)
+            self.model_sha256, self.threshold = info.sha256, float(info.threshold)
+            self.confidence_scale = float(info.confidence_scale)
+            if info.label == old_label:
+                return
+            self._set_label(info.label)
+            self._present, self._last_snapshot, self._snapshot_pending = None, None, False
+            if self._closing:
+                return
+            log.info("mqtt: label %r -> %r: moving topics and Home Assistant entities", old_label, info.label)
+            new_configs = self.discovery_configs()
+            if self.cfg.discovery:
+                for topic in old_configs:
+                    if topic not in new_configs:
+                        self._publish(topic, "", retain=True)
+            for topic in old_retained:
+                self._publish(topic, "", retain=True)
+            if self.cfg.discovery:
+                self._publish_discovery()
+            self._publish_state()
+
+    def keep_retained(self, topic: str, payload: str | bytes) -> None:
+        """Publish a retained status now and again after every reconnect (a broker restart forgets it)."""
+        with self._lock:
+            self._kept[topic] = payload
+            if not self._closing and self._client.is_connected():
+                self._publish(topic, payload, retain=True)
 
     # -- inbound commands -------------------------------------------------------------------------------
 
@@ -282,7 +327,8 @@ class MqttSink(Sink):
                 if snapshot_jpeg and self.cfg.snapshot:
                     self._last_snapshot = bytes(snapshot_jpeg)
                     self._snapshot_pending = not self._publish(self.snapshot_topic, self._last_snapshot, retain=True)
-                payload = json.dumps(change.event.to_json(self.cfg.device_id, self.model_sha256))
+                payload = json.dumps(change.event.to_json(self.cfg.device_id, self.model_sha256,
+                                                          self.confidence_scale))
                 rc = self._client.publish(self.event_topic, payload, qos=self.cfg.qos_events).rc
                 # QoS>0 while disconnected reports NO_CONN but stays in paho's queue; QUEUE_SIZE means dropped.
                 if rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE or (self.cfg.qos_events == 0 and rc != 0):
@@ -299,6 +345,9 @@ class MqttSink(Sink):
         try:
             payload = {"device_id": self.cfg.device_id, "label": self.label, "model_sha256": self.model_sha256,
                        "threshold": self.threshold, **stats}
+            if stats.get("last_score") is not None:
+                payload["confidence"] = round(confidence(stats["last_score"], self.threshold,
+                                                         self.confidence_scale), 4)
             self._publish(self.stats_topic, json.dumps(payload, default=str))
         except Exception:
             log.exception("mqtt: failed to publish stats")
@@ -316,6 +365,8 @@ class MqttSink(Sink):
             if self._closing:
                 return
             self._publish(self.status_topic, ONLINE, retain=True)
+            for topic, payload in self._kept.items():
+                self._publish(topic, payload, retain=True)
             for topic in self._commands:
                 client.subscribe(topic, qos=1)
             if self.cfg.discovery:
@@ -400,7 +451,36 @@ class MqttSink(Sink):
             "content_type": "image/jpeg",
             **common,
         }
-        return {self.discovery_topic: sensor, self.image_discovery_topic: image if self.cfg.snapshot else None}
+        configs = {self.discovery_topic: sensor, self.image_discovery_topic: image if self.cfg.snapshot else None}
+        configs.update(self._extra_discovery(common))
+        return configs
+
+    def _extra_discovery(self, common: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+        """The `<label> confidence` sensor (0..1 shown as %, from stats) and the diagnostic `model` sensor."""
+        prefix, dev = self.cfg.discovery_prefix, self.cfg.device_id
+        conf = {
+            "name": f"{self.label} confidence",
+            "unique_id": f"{self.object_id}_confidence",
+            "state_topic": self.stats_topic,
+            "value_template": "{{ (value_json.confidence * 100) | round(1) if value_json.confidence is not none "
+                              "else none }}",
+            "unit_of_measurement": "%",
+            "state_class": "measurement",
+            "icon": "mdi:gauge",
+            **common,
+        }
+        model = {
+            "name": "model",
+            "unique_id": f"{dev}_model",
+            "state_topic": self.model_topic,
+            "value_template": "{{ value_json.status }}: {{ value_json.label }} {{ value_json.sha256[:12] }}",
+            "json_attributes_topic": self.model_topic,
+            "entity_category": "diagnostic",
+            "icon": "mdi:brain",
+            **common,
+        }
+        return {f"{prefix}/sensor/{self.object_id}_confidence/config": conf,
+                f"{prefix}/sensor/{dev}_model/config": model}
 
     def _log_failure(self, what: str) -> None:
         # One warning per outage, then quiet: the backoff retries every <= 30 s and would flood the journal.
