@@ -69,6 +69,7 @@ class ModelConfig:
     path: str = DEFAULT_MODEL_PATH
     threads: int = 2
     threshold: float | None = None      # overrides model.json's calibrated threshold
+    store: str | None = None            # models pushed over MQTT (current/, previous/); default models/ beside path
 
     def __post_init__(self) -> None:
         if not 1 <= self.threads <= 64:

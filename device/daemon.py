@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from device.confidence import confidence_scale
 from device.config import Config
 from device.debounce import Decider
 from device.errors import SourceError
 from device.events import StateChange, iso_utc
 from device.frame import Frame
+from device.model_update import ModelUpdates
 from device.runner import Runner
 from device.scoring import FrameScore, FrameScorer
 from device.sd_notify import Notifier
@@ -46,17 +48,18 @@ def cpu_temperature(path: Path = THERMAL_ZONE) -> float | None:
         return None
 
 
-def build_sinks(cfg: Config, label: str, model_sha256: str, threshold: float) -> list[Sink]:
+def build_sinks(cfg: Config, label: str, model_sha256: str, threshold: float,
+                confidence_scale: float = 1.0) -> list[Sink]:
     """One sink per configured output; stdout JSON when there is no [mqtt], so a first run needs no broker."""
     sinks: list[Sink] = []
     if cfg.mqtt is not None:
         from device.sinks.mqtt import MqttSink
 
-        mqtt_sink = MqttSink(cfg.mqtt, label, model_sha256, threshold)
+        mqtt_sink = MqttSink(cfg.mqtt, label, model_sha256, threshold, confidence_scale)
         mqtt_sink.start()
         sinks.append(mqtt_sink)
     else:
-        sinks.append(StdoutSink(label, model_sha256))
+        sinks.append(StdoutSink(label, model_sha256, threshold=threshold, confidence_scale=confidence_scale))
     if cfg.gpio is not None:
         from device.sinks.gpio import GpioSink
 
@@ -115,6 +118,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stats_every = stats_every
         self._stop = threading.Event()
+        self.last_frame: Frame | None = None     # the frame being scored (model updates test a new model on it)
+        self.model_updates: ModelUpdates | None = None
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -156,14 +161,17 @@ class Daemon:
 
     def _run(self) -> int:
         cfg = self.cfg
-        runner = Runner(cfg.model.path, threads=cfg.model.threads)
+        from device.model_store import active_model_path
+
+        model_path = active_model_path(cfg)      # a model pushed over MQTT, else [model] path
+        runner = Runner(model_path, threads=cfg.model.threads)
         card = runner.card
         assert card is not None
         thresholds = card.thresholds(cfg.model.threshold)
         threshold = thresholds.whole
         scorer = FrameScorer(runner, thresholds, cfg.detect, cfg.camera.region)
         decider = Decider(card.label, threshold, cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay)
-        log.info("model %s: label %r, threshold %.4f, crops %.4f (%s), %s", cfg.model.path, card.label, threshold,
+        log.info("model %s: label %r, threshold %.4f, crops %.4f (%s), %s", model_path, card.label, threshold,
                  thresholds.crop, "config override" if cfg.model.threshold is not None else "model.json",
                  runner.backend)
 
@@ -175,7 +183,10 @@ class Daemon:
             first = source.read()
             if first is None:
                 raise SourceError(f"{source.name}: no frames to read; check [camera] source")
-            sinks = self.sinks if self.sinks is not None else build_sinks(cfg, card.label, card.sha256, threshold)
+            sinks = self.sinks if self.sinks is not None else build_sinks(cfg, card.label, card.sha256, threshold,
+                                                                          confidence_scale(card))
+            self.model_updates = ModelUpdates(self, cfg, runner, card, scorer, decider, sinks)
+            self.model_updates.start()
             self.notifier.ready(f"watching {source.name} for {card.label!r}")
             log.info("ready: %s %s, %dx%d, threshold %.3f, on %d/%d frames, off after %.1f s",
                      "live" if source.live else "replaying", source.name, *first.size, threshold,
@@ -204,6 +215,7 @@ class Daemon:
         last_t = first.t
         while frame is not None and not self._stop.is_set():
             self._run_pending()
+            self.last_frame = frame
             scored = scorer.score(frame.image)
             score = scored.score
             stats.add(score, scored.inference_ms, scored.invocations)

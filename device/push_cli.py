@@ -1,0 +1,273 @@
+"""`push-edge MODEL_DIR --host BROKER --device ID|--all`: send a model to running detectors over MQTT.
+
+Publishes model.tflite + model.json (+ calibration.npz) as one `device.model_payload` message, QoS 1, to
+`<base_topic>/<device>/model/set` (or `<base_topic>/all/model/set`), waits until the broker has it, and with
+`--wait S` until the device(s) report the outcome in their retained `<base_topic>/<device>/model` status.
+Device-side safe: paho-mqtt and the standard library only (no TensorFlow, no interpreter).
+Prints one line; exit 0 on success, 1 on failure, 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from device.errors import EX_RUNTIME, BrokerError, EdgeError, ModelError
+from device.model_payload import CARD_FILE, MODEL_FILE, PayloadError, encode, read_model_dir
+
+PROG = "push-edge"
+
+
+def local_check(files: dict[str, bytes]) -> dict[str, Any]:
+    """The card of the folder, with the same hash checks the device makes (a wrong folder fails here first)."""
+    from device.model_card import CALIBRATION_FILE, ModelCard
+
+    try:
+        card = json.loads(files[CARD_FILE])
+        ModelCard.from_dict(card, "model.json")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"model.json is not valid JSON ({exc}); copy it again from export-edge's folder") from None
+    sha = hashlib.sha256(files[MODEL_FILE]).hexdigest()
+    if sha != card["sha256"]:
+        raise ModelError(f"model.tflite sha256 {sha[:12]}… does not match model.json ({card['sha256'][:12]}…); "
+                         "push a folder written by one export-edge run (or --force to let the device refuse it)")
+    cal = card.get("calibration") or {}
+    if cal.get("sha256") and CALIBRATION_FILE in files:
+        got = hashlib.sha256(files[CALIBRATION_FILE]).hexdigest()
+        if got != cal["sha256"]:
+            raise ModelError(f"{CALIBRATION_FILE} sha256 {got[:12]}… does not match model.json")
+    elif cal.get("sha256"):
+        raise ModelError(f"model.json names {CALIBRATION_FILE} but the folder has none; push the whole export folder")
+    return card
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.password_file:
+        try:
+            return Path(args.password_file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise EdgeError(f"--password-file {args.password_file}: cannot read it ({exc.strerror or exc})") from None
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if value is None:
+            raise EdgeError(f"--password-env: environment variable {args.password_env} is not set")
+        return value
+    return args.password
+
+
+def make_client(args: argparse.Namespace):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"push-edge-{uuid.uuid4().hex[:8]}",
+                         clean_session=True)
+    if args.username:
+        client.username_pw_set(args.username, _password(args))
+    if args.tls:
+        try:
+            client.tls_set(ca_certs=args.ca_file, certfile=args.cert_file, keyfile=args.key_file)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise EdgeError(f"cannot load TLS files --ca-file/--cert-file/--key-file ({exc})") from None
+        if args.tls_insecure:
+            client.tls_insecure_set(True)
+    return client
+
+
+class Push:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.where = f"{args.host}:{args.port}"
+        self.client = make_client(args)
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.cond = threading.Condition()
+        self.rc: Any = None
+        self.statuses: dict[str, dict[str, Any]] = {}      # device -> status answering our push
+        self.known: set[str] = set()                         # devices whose retained status we saw
+        self.push_id = uuid.uuid4().hex
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.rc = reason_code
+        self.connected.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        device = message.topic.split("/")[-2]
+        try:
+            status = json.loads(message.payload)
+        except ValueError:
+            return
+        if not isinstance(status, dict):
+            return
+        with self.cond:
+            if status.get("push_id") == self.push_id:
+                self.statuses[device] = status
+            elif message.retain:
+                self.known.add(device)
+            self.cond.notify_all()
+
+    def connect(self) -> None:
+        args = self.args
+        self.client.connect_timeout = args.timeout
+        try:
+            self.client.connect(args.host, args.port, keepalive=max(30, int(args.timeout) + 5))
+        except socket.gaierror as exc:
+            raise BrokerError(f"cannot resolve MQTT broker host {args.host!r} ({exc.strerror}); check --host") from None
+        except ssl.SSLError as exc:
+            raise BrokerError(f"TLS handshake with MQTT broker {self.where} failed ({exc.reason or exc}); "
+                              "check --ca-file/--cert-file/--key-file and --tls-insecure") from None
+        except (TimeoutError, OSError) as exc:
+            raise BrokerError(f"cannot reach MQTT broker at {self.where} ({exc.strerror or type(exc).__name__}); "
+                              "check --host/--port and that the broker runs") from None
+        self.client.loop_start()
+        if not self.connected.wait(args.timeout):
+            raise BrokerError(f"MQTT broker at {self.where} did not answer within {args.timeout:g} s; "
+                              "is it an MQTT port? check --port and --tls")
+        if self.rc.is_failure:
+            raise BrokerError(f"MQTT broker at {self.where} refused the login ({self.rc}); check --username and "
+                              "the password")
+
+    def run(self, payload_files: dict[str, bytes], card: dict[str, Any]) -> tuple[bool, str]:
+        args = self.args
+        target = "all" if args.all else args.device
+        set_topic = f"{args.base_topic}/{target}/model/set"
+        payload, _ = encode(payload_files, self.push_id)
+        self.connect()
+        try:
+            if args.wait:
+                self.client.subscribe(f"{args.base_topic}/{target if not args.all else '+'}/model", qos=1)
+                if not self.subscribed.wait(args.timeout):
+                    raise BrokerError(f"MQTT broker at {self.where} did not confirm the status subscription")
+                time.sleep(0.3)          # retained statuses tell which devices exist (for --all)
+            info = self.client.publish(set_topic, payload, qos=1)
+            try:
+                info.wait_for_publish(args.timeout)
+            except (RuntimeError, ValueError) as exc:
+                raise BrokerError(f"the broker at {self.where} did not take the model ({exc})") from None
+            if not info.is_published():
+                raise BrokerError(f"the broker at {self.where} did not acknowledge the model within "
+                                  f"{args.timeout:g} s (message too large for it? mosquitto's message_size_limit)")
+            sha = card["sha256"][:12]
+            what = f"{card.get('label')!r} {sha}… ({len(payload)} bytes) to {set_topic}"
+            if not args.wait:
+                return True, f"pushed {what}"
+            return self._wait(what, card["sha256"])
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def _wait(self, what: str, sha: str) -> tuple[bool, str]:
+        args = self.args
+        deadline = time.monotonic() + args.wait
+        with self.cond:
+            while True:
+                expected = {args.device} if not args.all else set(self.known)
+                answered = set(self.statuses)
+                if not args.all and answered:
+                    break
+                if args.all and expected and expected <= answered:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(min(left, 0.2))
+            statuses = dict(self.statuses)
+            expected = {args.device} if not args.all else set(self.known) | set(statuses)
+        ok = sorted(d for d, s in statuses.items() if s.get("status") == "ok" and s.get("sha256") == sha)
+        refused = {d: s.get("reason") or s.get("status") for d, s in statuses.items() if d not in ok}
+        silent = sorted(expected - set(statuses))
+        parts = []
+        if ok:
+            parts.append(f"{', '.join(ok)} now run{'s' if len(ok) == 1 else ''} it")
+        for device, reason in sorted(refused.items()):
+            parts.append(f"{device} refused it: {reason}")
+        if silent:
+            parts.append(f"no answer within {args.wait:g} s from {', '.join(silent)}")
+        if not statuses and not silent:
+            parts.append(f"no device answered within {args.wait:g} s")
+        success = bool(ok) and not refused and not silent
+        return success, f"pushed {what}; " + "; ".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Send a model (export-edge's folder) to running edge-device "
+                                                       "detectors over MQTT; they check it and swap it in.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="folder with model.tflite, model.json (, calibration.npz)")
+    p.add_argument("--host", required=True, help="MQTT broker host")
+    p.add_argument("--port", type=int, default=None, help="broker port (default 1883, 8883 with --tls)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", metavar="ID", help="the device's [mqtt] device_id")
+    target.add_argument("--all", action="store_true", help="every device listening under --base-topic")
+    p.add_argument("--base-topic", default="edge", help="the devices' [mqtt] base_topic (default edge)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds for the device(s) to report the new model (default: do not wait)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the broker (connect, publish; default 10)")
+    p.add_argument("--force", action="store_true", help="send even if the local hash check fails")
+    auth = p.add_argument_group("authentication and TLS (as the daemon's [mqtt] keys)")
+    auth.add_argument("--username")
+    secret = auth.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="the password (visible in `ps`; prefer --password-file/--password-env)")
+    secret.add_argument("--password-file", metavar="FILE")
+    secret.add_argument("--password-env", metavar="VAR")
+    auth.add_argument("--tls", action="store_true")
+    auth.add_argument("--ca-file", metavar="FILE")
+    auth.add_argument("--cert-file", metavar="FILE")
+    auth.add_argument("--key-file", metavar="FILE")
+    auth.add_argument("--tls-insecure", action="store_true", help="do not check the broker's host name")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.port is None:
+        args.port = 8883 if args.tls else 1883
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port {args.port} is out of range 1..65535")
+    if args.wait < 0 or args.timeout <= 0:
+        parser.error("--wait must be zero or more and --timeout more than zero seconds")
+    if (args.ca_file or args.cert_file or args.key_file or args.tls_insecure) and not args.tls:
+        parser.error("--ca-file/--cert-file/--key-file/--tls-insecure need --tls")
+    if (args.password or args.password_file or args.password_env) and not args.username:
+        parser.error("a password needs --username")
+    if args.device is not None and (not args.device or any(c in args.device for c in "/+#")):
+        parser.error(f"--device {args.device!r} must be a device_id (no '/', '+' or '#')")
+    try:
+        files = read_model_dir(args.model_dir)
+        try:
+            card = local_check(files)
+        except ModelError:
+            if not args.force:
+                raise
+            card = json.loads(files[CARD_FILE]) if files.get(CARD_FILE) else {}
+            card.setdefault("sha256", hashlib.sha256(files[MODEL_FILE]).hexdigest())
+        ok, line = Push(args).run(files, card)
+    except PayloadError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EX_RUNTIME
+    except EdgeError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EX_RUNTIME
+    except ImportError as exc:
+        print(f"{PROG}: {exc.name} is not installed; pip install paho-mqtt", file=sys.stderr)
+        return EX_RUNTIME
+    print(f"{PROG}: {line}", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else EX_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())
