@@ -58,11 +58,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     runner: list[Runner] = []
 
     def load_model() -> str:
-        runner.append(Runner(cfg.model.path, threads=cfg.model.threads))
+        from device.model_store import active_model_path
+
+        path = active_model_path(cfg)      # a model pushed over MQTT, else [model] path: what `run` would load
+        runner.append(Runner(path, threads=cfg.model.threads))
         card = runner[0].card
         assert card is not None
         thresholds = card.thresholds(cfg.model.threshold)
-        return (f"{cfg.model.path}: label {card.label!r}, {card.image_size}px, threshold {thresholds.whole:.4f} "
+        return (f"{path}: label {card.label!r}, {card.image_size}px, threshold {thresholds.whole:.4f} "
                 f"(crops {thresholds.crop:.4f}), sha256 {card.sha256[:12]}… verified, {runner[0].backend}")
 
     frames: list = []
@@ -100,6 +103,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     f"{scored.invocations} model run(s)) in {ms:.1f} ms")
 
         step("score", score)
+    from device.model_store import check_state_dirs
+
+    step("store", lambda: check_state_dirs(cfg))
     if cfg.mqtt is not None:
         def broker() -> str:
             from device.sinks.mqtt import probe_broker

@@ -137,3 +137,28 @@ class ModelStore:
             return
         for leftover in list(self.root.glob(".incoming-*")) + list(self.root.glob(".trash-*")):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def check_state_dirs(cfg: Any) -> str:
+    """`edge-device check`: the folders the daemon writes at run time must be writable (by this user).
+
+    The model store (pushed models), and where configured the snapshot and feedback folders. Raises ModelError
+    naming the path and the fix; returns the OK line.
+    """
+    import getpass
+
+    dirs = [("model store", store_dir(cfg))]
+    snapshot = getattr(getattr(cfg, "snapshot", None), "dir", None)
+    feedback = getattr(getattr(cfg, "feedback", None), "dir", None)
+    dirs += [(what, Path(d)) for what, d in (("snapshot dir", snapshot), ("feedback dir", feedback)) if d]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    for what, path in dirs:
+        problem = writable_problem(path)
+        if problem:
+            raise ModelError(f"{what} {path}: {problem} ({user}); keep it under /var/lib/edge-device (the unit's "
+                             f"StateDirectory=edge-device, writable by the service) or `sudo chown -R edge-device: "
+                             f"{path}`; run check as the service user: sudo -u edge-device edge-device check")
+    return ", ".join(f"{what} {path}" for what, path in dirs) + f" writable by {user}"

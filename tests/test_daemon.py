@@ -181,7 +181,7 @@ def test_check_reports_each_step(tmp_path: Path, brightness_model: Path) -> None
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["OK", "config"], ["OK", "model"], ["OK", "source"],
-                                                    ["OK", "score"], ["OK", "mqtt"]]
+                                                    ["OK", "score"], ["OK", "store"], ["OK", "mqtt"]]
     assert "label 'bright'" in proc.stdout and "absent at threshold 0.5000" in proc.stdout
 
 
@@ -195,7 +195,7 @@ def test_check_fails_on_a_bad_source_and_an_unreachable_broker(tmp_path: Path, b
     proc = run_cli("check", "--config", str(cfg), "--timeout", "2")
     assert proc.returncode != 0
     status = {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines()}
-    assert status == {"config": "OK", "model": "OK", "source": "FAIL", "mqtt": "FAIL"}
+    assert status == {"config": "OK", "model": "OK", "source": "FAIL", "store": "OK", "mqtt": "FAIL"}
     assert "Traceback" not in proc.stderr
 
 

@@ -316,3 +316,21 @@ def test_stdout_events_carry_confidence(tmp_path: Path, brightness_model: Path) 
     assert proc.returncode == 0, proc.stderr
     states = [r for r in json_lines(proc.stdout) if r["kind"] == "state"]
     assert states[0]["event"]["confidence"] > 0.5 and 0 <= states[1]["event"]["confidence"] < 0.5
+
+
+def test_check_fails_on_a_model_store_it_cannot_write(tmp_path: Path, brightness_model: Path) -> None:
+    from test_daemon import run_cli, write_config, write_frames
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = write_config(tmp_path, write_frames(tmp_path / "frames"), brightness_model,
+                       f'[snapshot]\ndir = "{tmp_path / "snaps"}"\n')
+    cfg.write_text(cfg.read_text().replace("threads = 1\n", f'threads = 1\nstore = "{blocker / "store"}"\n'))
+    proc = run_cli("check", "--config", str(cfg))
+    assert proc.returncode != 0
+    [line] = [line for line in proc.stdout.splitlines() if line.split()[1] == "store"]
+    assert line.startswith("FAIL") and str(blocker) in line and "StateDirectory" in line and "chown" in line
+    cfg.write_text(cfg.read_text().replace(str(blocker / "store"), str(tmp_path / "store")))
+    proc = run_cli("check", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stdout
+    assert f"OK   store    model store {tmp_path / 'store'}, snapshot dir {tmp_path / 'snaps'} writable" in proc.stdout
