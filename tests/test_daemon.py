@@ -245,7 +245,7 @@ def test_check_fails_gpio_when_no_pin_factory_is_available(tmp_path: Path, brigh
                           capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert proc.returncode == 78
     assert check_status(proc.stdout) == {"config": "OK", "model": "OK", "source": "OK", "score": "OK",
-                                         "mqtt": "OK", "gpio": "FAIL"}
+                                         "store": "OK", "mqtt": "OK", "gpio": "FAIL"}
     assert "no GPIO library available" in proc.stdout and "install python3-lgpio" in proc.stdout
     assert "Traceback" not in proc.stderr and "warnings.warn" not in proc.stderr
 
@@ -275,7 +275,8 @@ def test_picamera2_that_fails_to_import_is_one_line_and_exit_78(tmp_path: Path, 
     assert "numpy" in line and "scripts/install-pi.sh" in line and "pip install 'numpy==" in line
     check = run_cli("check", "--config", str(cfg), env=env)
     assert check.returncode == 78 and "Traceback" not in check.stderr
-    assert check_status(check.stdout) == {"config": "OK", "model": "OK", "source": "FAIL", "mqtt": "OK"}
+    assert check_status(check.stdout) == {"config": "OK", "model": "OK", "source": "FAIL", "store": "OK",
+                                          "mqtt": "OK"}
     [source] = [s for s in check.stdout.splitlines() if s.split()[1] == "source"]
     assert "ValueError: numpy.dtype size changed" in source and "scripts/install-pi.sh" in source
 
