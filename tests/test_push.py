@@ -334,3 +334,16 @@ def test_check_fails_on_a_model_store_it_cannot_write(tmp_path: Path, brightness
     proc = run_cli("check", "--config", str(cfg))
     assert proc.returncode == 0, proc.stdout
     assert f"OK   store    model store {tmp_path / 'store'}, snapshot dir {tmp_path / 'snaps'} writable" in proc.stdout
+
+
+def test_push_edge_never_imports_tensorflow(tmp_path: Path, brightness_model: Path, mosquitto) -> None:
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+            "from device.push_cli import main\n"
+            f"rc = main([{str(brightness_model.parent)!r}, '--host', {mosquitto.host!r}, '--port', "
+            f"'{mosquitto.port}', '--all'])\n"
+            "assert not any(m.startswith(('tensorflow', 'keras', 'ai_edge_litert')) and sys.modules[m] is not None "
+            "for m in sys.modules), 'a heavy module was imported'\n"
+            "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("push-edge: pushed 'bright'") and "edge/all/model/set" in proc.stdout
