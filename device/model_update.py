@@ -40,6 +40,9 @@ from device.scoring import FrameScorer
 
 log = logging.getLogger(__name__)
 
+# How long a push waits for the frame loop to swap it in before the next push may start.
+SWAP_WAIT_S = 60.0
+
 
 class Refused(Exception):
     """A pushed model failed a check; the message is the reason published in the status."""
@@ -165,7 +168,20 @@ class ModelUpdates:
                 loaded = runner.card
                 assert loaded is not None
                 info = ModelInfo.from_card(loaded, thresholds.whole, thresholds.crop)
-                self.daemon.call_between_frames(lambda: self._swap(runner, loaded, info, source, push_id))
+                swapped = threading.Event()
+
+                def swap() -> None:
+                    try:
+                        self._swap(runner, loaded, info, source, push_id)
+                    finally:
+                        swapped.set()
+
+                self.daemon.call_between_frames(swap)
+                # hold the lock until the loop has swapped: the next push must see this model as the running one
+                if not swapped.wait(SWAP_WAIT_S):
+                    log.warning("model update: saved %s… but the frame loop has not swapped it in within %.0f s "
+                                "(no frames?); it is used from the next frame or start", info.sha256[:12],
+                                SWAP_WAIT_S)
             except Refused as exc:
                 log.warning("model update refused: %s", exc)
                 self._publish(status_payload(self.info, REFUSED, str(exc), source, push_id, candidate))

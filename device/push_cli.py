@@ -94,7 +94,8 @@ class Push:
         self.cond = threading.Condition()
         self.rc: Any = None
         self.statuses: dict[str, dict[str, Any]] = {}      # device -> status answering our push
-        self.known: set[str] = set()                         # devices whose retained status we saw
+        self.known: set[str] = set()                         # devices whose retained model status we saw
+        self.offline: set[str] = set()                       # devices whose retained status is `offline`
         self.push_id = uuid.uuid4().hex
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
@@ -106,6 +107,10 @@ class Push:
 
     def _on_message(self, client, userdata, message) -> None:
         device = message.topic.split("/")[-2]
+        if message.topic.endswith("/status"):
+            with self.cond:
+                (self.offline.add if message.payload == b"offline" else self.offline.discard)(device)
+            return
         try:
             status = json.loads(message.payload)
         except ValueError:
@@ -148,7 +153,8 @@ class Push:
         self.connect()
         try:
             if args.wait:
-                self.client.subscribe(f"{args.base_topic}/{target if not args.all else '+'}/model", qos=1)
+                who = target if not args.all else "+"
+                self.client.subscribe([(f"{args.base_topic}/{who}/model", 1), (f"{args.base_topic}/{who}/status", 1)])
                 if not self.subscribed.wait(args.timeout):
                     raise BrokerError(f"MQTT broker at {self.where} did not confirm the status subscription")
                 time.sleep(0.3)          # retained statuses tell which devices exist (for --all)
@@ -174,9 +180,9 @@ class Push:
         deadline = time.monotonic() + args.wait
         with self.cond:
             while True:
-                expected = {args.device} if not args.all else set(self.known)
+                expected = {args.device} if not args.all else self.known - self.offline
                 answered = set(self.statuses)
-                if not args.all and answered:
+                if not args.all and (answered or args.device in self.offline):
                     break
                 if args.all and expected and expected <= answered:
                     break
@@ -185,20 +191,24 @@ class Push:
                     break
                 self.cond.wait(min(left, 0.2))
             statuses = dict(self.statuses)
-            expected = {args.device} if not args.all else set(self.known) | set(statuses)
+            expected = {args.device} if not args.all else (self.known - self.offline) | set(statuses)
         ok = sorted(d for d, s in statuses.items() if s.get("status") == "ok" and s.get("sha256") == sha)
         refused = {d: s.get("reason") or s.get("status") for d, s in statuses.items() if d not in ok}
-        silent = sorted(expected - set(statuses))
+        silent = sorted(expected - set(statuses) - self.offline)
+        offline = sorted(expected & self.offline - set(statuses)) if not args.all else []
         parts = []
         if ok:
             parts.append(f"{', '.join(ok)} now run{'s' if len(ok) == 1 else ''} it")
         for device, reason in sorted(refused.items()):
             parts.append(f"{device} refused it: {reason}")
+        for device in offline:
+            parts.append(f"{device} is offline (its retained status says so) and will not get this push; "
+                         "push again when it is back")
         if silent:
             parts.append(f"no answer within {args.wait:g} s from {', '.join(silent)}")
-        if not statuses and not silent:
+        if not statuses and not silent and not offline:
             parts.append(f"no device answered within {args.wait:g} s")
-        success = bool(ok) and not refused and not silent
+        success = bool(ok) and not refused and not silent and not offline
         return success, f"pushed {what}; " + "; ".join(parts)
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
@@ -192,6 +193,11 @@ def test_push_swaps_the_model_live_refuses_a_tampered_one_and_rolls_back(tmp_pat
     assert proc.returncode == 0, stderr
     assert "lost connection" not in stderr and "Traceback" not in stderr
     assert stderr.count("model swapped") == 3 and stderr.count("model update refused") == 1
+    # the device is gone now (retained `offline`): push-edge says so at once instead of waiting
+    t0 = time.monotonic()
+    out = push(str(lower), "--host", mosquitto.host, "--port", str(mosquitto.port), "--device", DEVICE, "--wait", "30")
+    assert out.returncode == 1 and f"{DEVICE} is offline" in out.stderr, out.stderr
+    assert time.monotonic() - t0 < 20
 
 
 def test_the_daemon_starts_from_the_pushed_model(tmp_path: Path, brightness_model: Path) -> None:

@@ -462,8 +462,8 @@ class MqttSink(Sink):
             "name": f"{self.label} confidence",
             "unique_id": f"{self.object_id}_confidence",
             "state_topic": self.stats_topic,
-            "value_template": "{{ (value_json.confidence * 100) | round(1) if value_json.confidence is not none "
-                              "else none }}",
+            "value_template": "{{ (value_json.confidence * 100) | round(1) if value_json.confidence is defined "
+                              "and value_json.confidence is not none else none }}",
             "unit_of_measurement": "%",
             "state_class": "measurement",
             "icon": "mdi:gauge",
