@@ -214,7 +214,10 @@ def test_stats_carry_confidence_and_its_sensor_is_discovered(make_sink, mosquitt
 
 def test_kept_status_is_reasserted_after_a_broker_restart(make_sink, mosquitto):
     sink = connected(make_sink(), mosquitto)
+    first = Subscriber(mosquitto, [sink.topic("model")])
     sink.keep_retained(sink.topic("model"), '{"status": "ok"}')
+    first.wait_for(sink.topic("model"))
+    first.close()
     assert retained(mosquitto, sink.topic("model")).text == '{"status": "ok"}'
     mosquitto.stop()                      # no persistence: the retained store is gone
     mosquitto.start()
