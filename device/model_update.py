@@ -146,8 +146,7 @@ class ModelUpdates:
                         raise Refused(str(exc)) from None
                 card = check_card(files)
                 candidate = card.sha256
-                if card.sha256 == self.info.sha256 and card.calibration.get("sha256") == self.info.calibration_sha256 \
-                        and card.label == self.info.label:
+                if self._running_card() == files[CARD_FILE]:   # same card, hashes checked: the same model
                     log.info("model update: %s… is already in use", card.sha256[:12])
                     self._publish(status_payload(self.info, OK, "already in use", source, push_id, candidate))
                     return
@@ -192,6 +191,12 @@ class ModelUpdates:
             finally:
                 if staged is not None:
                     self.store.discard(staged)
+
+    def _running_card(self) -> bytes | None:
+        try:
+            return Path(self.runner.model_path).with_name(CARD_FILE).read_bytes()
+        except OSError:
+            return None
 
     def _load(self, model_path: Path) -> tuple[Runner, Any]:
         """Load the staged model and score one frame with it, as the daemon would."""

@@ -353,3 +353,47 @@ def test_push_edge_never_imports_tensorflow(tmp_path: Path, brightness_model: Pa
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("push-edge: pushed 'bright'") and "edge/all/model/set" in proc.stdout
+
+
+def test_a_new_card_for_the_same_tflite_is_applied_and_a_repeat_is_a_no_op(tmp_path: Path,
+                                                                           brightness_model: Path) -> None:
+    """In process, no broker: the updater with a stand-in daemon whose frame loop runs queued actions at once."""
+    from test_daemon import write_config
+
+    from device.config import load_config
+    from device.debounce import Decider
+    from device.model_update import ModelUpdates
+    from device.runner import Runner
+    from device.scoring import FrameScorer
+
+    class Loop:
+        last_frame = None
+
+        def call_between_frames(self, action):
+            action()
+
+    cfg = load_config(write_config(tmp_path, tmp_path / "x.avi", brightness_model,
+                                   f'[snapshot]\ndir = "{tmp_path / "snaps"}"\n'))
+    cfg.model.store = str(tmp_path / "store")
+    runner = Runner(brightness_model, threads=1)
+    card = runner.card
+    scorer = FrameScorer(runner, card.thresholds(), cfg.detect)
+    decider = Decider(card.label, card.threshold)
+    updates = ModelUpdates(Loop(), cfg, runner, card, scorer, decider, [])
+    same = tmp_path / "same"
+    same.mkdir()
+    shutil.copy(brightness_model, same / "model.tflite")
+    (same / "model.json").write_text(json.dumps({**json.loads(brightness_model.with_name("model.json").read_text()),
+                                                 "threshold": 0.25}))
+    payload, push_id = encode(read_model_dir(same))
+    updates._apply(payload, allow_rollback=True)
+    status = updates.last_status
+    assert (status["status"], status["threshold"], status["push_id"]) == ("ok", 0.25, push_id)
+    assert decider.threshold == 0.25 and scorer.thresholds.whole == 0.25 and scorer.runner is not runner
+    updates._apply(encode(read_model_dir(same))[0], allow_rollback=True)
+    assert (updates.last_status["status"], updates.last_status["reason"]) == ("ok", "already in use")
+    updates._apply(b"rollback", allow_rollback=False)
+    assert updates.last_status["status"] == "refused" and "own model/set topic" in updates.last_status["reason"]
+    updates._apply(b"rollback", allow_rollback=True)
+    assert (updates.last_status["status"], updates.last_status["threshold"]) == ("ok", 0.5)
+    assert decider.threshold == 0.5

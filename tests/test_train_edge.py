@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, dev_names, link_images
 
+from device.confidence import confidence
 from device.model_card import ModelCard, sha256_file
 
 EVAL_KEYS = {"auroc", "average_precision", "threshold", "tpr", "fpr", "n_positives", "n_negatives"}
@@ -39,6 +40,10 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
     assert calibration["embedding_whole"].shape == (80, 1000) and calibration["oof_whole"].shape == (80,)
     # the threshold keeps the target share of the out-of-fold scores it was set on
     assert np.mean(calibration["oof_whole"] >= card.threshold) >= card.calibration["target_recall"]
+    # confidence: the median label photo (out of fold) maps to 0.95, the threshold to 0.5
+    assert card.confidence_scale is not None and card.confidence_scale > 0
+    assert confidence(float(np.median(calibration["oof_whole"])), card.threshold, card.confidence_scale) \
+        == pytest.approx(0.95, abs=1e-3)
     assert card.parity["spearman_float_vs_int8"] > 0.9
 
     # Held-out dogs (never seen in training) against a sample of every kind of negative.
