@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from mqtt_subscriber import Subscriber, retained
+from test_mqtt_sink import auth_broker  # noqa: F401 - the fixture
 
 from device.confidence import confidence, confidence_scale, scale_from_scores
 from device.events import Event
@@ -397,3 +398,16 @@ def test_a_new_card_for_the_same_tflite_is_applied_and_a_repeat_is_a_no_op(tmp_p
     updates._apply(b"rollback", allow_rollback=True)
     assert (updates.last_status["status"], updates.last_status["threshold"]) == ("ok", 0.5)
     assert decider.threshold == 0.5
+
+
+def test_push_edge_logs_in_like_the_daemon(tmp_path: Path, brightness_model: Path,
+                                           auth_broker) -> None:  # noqa: F811 - the imported fixture
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    base = [str(brightness_model.parent), "--host", auth_broker.host, "--port", str(auth_broker.port), "--device", "x"]
+    out = push(*base, "--username", "edge", "--password-file", str(secret))
+    assert out.returncode == 0 and out.stdout.startswith("push-edge: pushed"), out.stderr
+    out = push(*base, "--username", "edge", "--password", "wrong")
+    assert out.returncode == 1 and "refused the login" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    out = push(*base, "--password", "s3cret")
+    assert out.returncode == 2 and "needs --username" in out.stderr
