@@ -5,7 +5,7 @@
                                         function, as uint8 (host)
   pixels CLIP FRAMES.npy INPUTS.npy     where the two sides' pixels part: decoding the clip, and preprocessing the
                                         other side's decoded frames (arm64)
-  score MODEL INPUTS.npy CLIP OUT.json  score_input on each tensor, score_frame on each decoded clip frame
+  score MODEL INPUTS.npy CLIP OUT.json  the model's score of each tensor, and of each decoded clip frame's whole view
   pngs FRAMES.npy DIR                   write decoded RGB frames as lossless PNGs (an image-folder source)
   events REF.jsonl ARM.jsonl            the two sides' replay events; last line `VERDICT events=PASS|FAIL`
   compare REF.json ARM.json REF.jsonl ARM.jsonl   events and scores of the two sides; last line
@@ -84,13 +84,14 @@ def pixels(clip: str, frames_npy: str, inputs_npy: str) -> None:
 def score(model: str, inputs: str, clip: str, out: str) -> None:
     import numpy as np
 
+    from device.preprocess import preprocess
     from device.runner import Runner
 
     runner = Runner(model, threads=2)
     tensors = np.load(inputs)
     result = {
-        "inputs": [runner.score_input(t) for t in tensors],
-        "frames": [runner.score_frame(img) for img in frames(clip)],
+        "inputs": [runner.infer(t).score for t in tensors],
+        "frames": [runner.infer(preprocess(img, runner.input_size)).score for img in frames(clip)],
     }
     Path(out).write_text(json.dumps(result))
 

@@ -15,12 +15,12 @@ Installs, from the repository this script sits in:
   venv       /opt/edge-device/venv with --system-site-packages (sees apt's picamera2 and lgpio) and the project's
              `device` extra, pinned to the system's apt numpy so apt's C extensions keep working
   config     /etc/edge-device/config.toml from systemd/config.example.toml, only when absent (never overwritten)
-  model      with --model DIR: DIR/model.tflite + DIR/model.json into /var/lib/edge-device (sha256 checked)
+  model      with --model DIR: DIR/model.tflite + DIR/model.json (+ calibration.npz) into /var/lib/edge-device (sha256 checked)
   unit       /etc/systemd/system/edge-device.service, enabled; then `edge-device check` as the service user,
              then the service is started (restarted when something changed), unless --no-start
 
 Options:
-  --model DIR   copy model.tflite and model.json from DIR (both from the same export)
+  --model DIR   copy model.tflite, model.json (and calibration.npz if there) from DIR (one export)
   --no-start    install and enable, but do not start or restart the service
   --root DIR    install into DIR as a fake root: every path prefixed, no apt, no running systemd (the unit is
                 enabled offline with systemctl --root), no chown, no check (its paths are the real root's)
@@ -273,7 +273,11 @@ files() {
   fi
   if [ -n "$MODEL" ]; then
     local f
-    for f in model.tflite model.json; do put "$MODEL/$f" "$(p "$STATE/$f")" 0640 || true; done
+    # calibration.npz (newer exports) lets the feedback bank keep the label's recall honest
+    for f in model.tflite model.json calibration.npz; do
+      [ -f "$MODEL/$f" ] || continue
+      put "$MODEL/$f" "$(p "$STATE/$f")" 0640 || true
+    done
   fi
   if fake; then
     say "skipped (--root): chown $NAME of $STATE and the model (the user exists only in the fake root)"

@@ -15,6 +15,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess
     model.mkdir()
     for name in ("model.tflite", "model.json"):
         shutil.copy2(FIXTURE / name, model / name)
+    np.savez(model / "calibration.npz", oof_whole=np.zeros(3, np.float32))   # travels with the model when present
     root = base / "root"
     root.mkdir()
     return root, model, install("--root", root, "--model", model)
@@ -90,7 +92,7 @@ def test_first_run_writes_the_venv_config_unit_model_and_user(installed) -> None
     assert (root / "opt/edge-device/README.md").read_bytes() == (ROOT / "README.md").read_bytes()
     state = root / "var/lib/edge-device"
     assert stat.S_IMODE(state.stat().st_mode) == 0o750
-    for name in ("model.tflite", "model.json"):
+    for name in ("model.tflite", "model.json", "calibration.npz"):
         assert (state / name).read_bytes() == (model / name).read_bytes()
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o640
 
