@@ -1,0 +1,96 @@
+"""Leave-one-source-out: does the calibrated threshold hold on dog photos from a source it never saw?
+
+dev/MANIFEST.tsv's `dataset` column names each photo's source (Kaggle Dogs vs. Cats, or one ImageNet class per
+photo: grouped as "ImageNet"). For each source: `train-edge` on the dogs of the other sources, then `eval-edge
+--whole` with the left-out source's dogs as positives and all dev no-dog photos as negatives; the recall at the
+model's threshold is compared with its target recall. Writes benchmarks/results/loso.json and prints a table.
+
+    python benchmarks/loso.py [--work DIR] [--reuse]
+
+--reuse evaluates models already trained in --work by an earlier run (same commands) instead of retraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EDGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+RESULTS = REPO / "benchmarks" / "results"
+BIN = Path(sys.executable).parent
+
+
+def source_of(dataset: str) -> str:
+    """ImageNet rows name one class each; all of them are one source."""
+    return "imagenet" if dataset.startswith("ImageNet") else "kaggle" if dataset.startswith("Kaggle") else "other"
+
+
+def dog_sources(root: Path) -> dict[str, list[Path]]:
+    with (root / "MANIFEST.tsv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["file"].startswith("dog/")]
+    out: dict[str, list[Path]] = {}
+    for r in rows:
+        out.setdefault(source_of(r["dataset"]), []).append(root / r["file"])
+    return out
+
+
+def link_folder(folder: Path, photos: list[Path]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        link = folder / p.name
+        if not link.exists():
+            link.symlink_to(p)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench-loso"))
+    ap.add_argument("--reuse", action="store_true", help="evaluate models an earlier run left in --work")
+    args = ap.parse_args(argv)
+    dev = DATA / "dev"
+    sources = dog_sources(dev)
+    rows = []
+    for left_out in sorted(sources):
+        train = [p for s, ps in sources.items() if s != left_out for p in ps]
+        test = link_folder(args.work / left_out, sources[left_out])
+        train_dir = link_folder(args.work / f"not-{left_out}" / "dog", train)
+        model = args.work / f"model-not-{left_out}"
+        train_s = None
+        if not (args.reuse and (model / "model.tflite").is_file()):
+            t0 = time.monotonic()
+            subprocess.run([BIN / "train-edge", train_dir, "--label", "dog", "--out", model], check=True)
+            train_s = round(time.monotonic() - t0, 1)
+        out = model / f"eval-on-{left_out}.json"
+        subprocess.run([BIN / "eval-edge", model / "model.tflite", "--positives", test, "--negatives", dev / "nodog",
+                        "--whole", "--json", out], check=True, stdout=subprocess.DEVNULL)
+        ev = json.loads(out.read_text())
+        card = json.loads((model / "model.json").read_text())
+        target = card["calibration"]["target_recall"]
+        rows.append({"left_out": left_out, "n_train": len(train), "n_test": len(sources[left_out]),
+                     "target_recall": target, "oof_recall": card["calibration"]["recall"],
+                     "recall_left_out": ev["tpr"], "gap": ev["tpr"] - target, "auroc": ev["auroc"],
+                     "false_alarms_dev_nodog": ev["fpr"], "threshold": ev["threshold"], "train_s": train_s})
+    print("| left out | train dogs | test dogs | target | out-of-fold recall | recall on left-out | gap | AUROC "
+          "| false alarms (dev no-dog) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['left_out']} | {r['n_train']} | {r['n_test']} | {r['target_recall']:.2f} | "
+              f"{r['oof_recall']:.3f} | {r['recall_left_out']:.3f} | {r['gap']:+.3f} | {r['auroc']:.4f} | "
+              f"{r['false_alarms_dev_nodog']:.3f} |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "loso.json").write_text(json.dumps(
+        {"produced_at": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
