@@ -18,8 +18,8 @@ sweep = false`) and `default` (the daemon's default config), all through the pro
   daemon's debounce (`Decider` with the default on_frames of window) turns presence on.
 AUROC is dogs vs objects per width; recall and false alarms are at the model's calibrated thresholds.
 
-Usage (from the repository root; ~5 min with the defaults on 2 shared cores):
-    .venv/bin/python benchmarks/ladder.py --model /tmp/std/model-v3 [--n 40] [--seed 0]
+Usage (from the repository root; ~5 min with the defaults on 2 shared cores, ~2 s per subject and width):
+    .venv/bin/python benchmarks/ladder.py --model /tmp/std/model-v3 [--n 20] [--seed 0]
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="model folder (model.tflite + model.json) or .tflite")
-    p.add_argument("--n", type=int, default=40, help="dogs and objects each, drawn with --seed (default 40)")
+    p.add_argument("--n", type=int, default=20, help="dogs and objects each, drawn with --seed (default 20)")
     p.add_argument("--frames", type=int, default=16, help="frames per moving clip (default 16)")
     p.add_argument("--widths", type=float, nargs="+", default=list(WIDTHS), help="subject widths, fractions")
     p.add_argument("--seed", type=int, default=0)
