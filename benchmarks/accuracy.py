@@ -3,21 +3,25 @@
 What is measured, and why:
 - Each configuration is trained by the product's own `training.train.train` with default options (the plain
   `train-edge` run a user gets), and its wall time includes the int8 export and calibration.
-- Test images are scored twice: by the int8 model through the device's `Runner` and `score_folder` (what the
-  Raspberry Pi runs, so these are the figures that matter) and by the saved float Keras model (to show what
-  quantisation costs). Recall and false-alarm rate are read at the threshold calibrated in model.json, and
-  the false-alarm rate on cats alone, the hardest negatives of a dog detector, is reported beside the overall.
-- int8 time per image is the median of ~100 `score_input` calls on preprocessed images after warm-up, with one
-  and with two interpreter threads (the Pi's daemon default is two). The machine is shared: compare figures
-  within one run, never across runs.
-- One extra row scores the default configuration with `tiles=True` (whole frame + 2x2 grid, best tile wins).
+- Test images are scored by the int8 model through the device's own scorer (`FrameScorer.score_still`, via
+  `export.evaluate.score_folder`: what the Raspberry Pi runs, so these are the figures that matter), for two
+  pipelines: `whole` (only the whole view, `[detect] regions = false, sweep = false`) and `default` (the
+  daemon's default config: the whole view plus every sweep crop, a crop hit checked by its zoomed partners).
+  The `whole` rows are also scored by the saved float Keras model (to show what quantisation costs). Recall
+  and false-alarm rate are read at the threshold calibrated in model.json, and the false-alarm rate on cats
+  alone, the hardest negatives of a dog detector, is reported beside the overall.
+- int8 time per image is the median of ~100 `Runner.infer` calls on preprocessed images after warm-up, with one
+  and with two interpreter threads (the Pi's daemon default is two); one invocation, so the same for both
+  pipelines (the `default` pipeline runs the model several times per frame). The machine is shared: compare
+  figures within one run, never across runs.
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/accuracy.py                              # everything (~25 min on 2 cores)
+    .venv/bin/python benchmarks/accuracy.py                              # everything (~30 min on 2 cores)
     .venv/bin/python benchmarks/accuracy.py --sizes 224 --datasets dev   # one quick configuration
+    .venv/bin/python benchmarks/accuracy.py --model /tmp/std/model-v3    # measure a trained model (dev split)
 
-Rows are merged into benchmarks/results/accuracy.json by (dataset, backbone, size); the README block
-`results` is regenerated from the JSON.
+Rows are merged into benchmarks/results/accuracy.json by (dataset, backbone, size, pipeline); the README
+block `results` is regenerated from the JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    PIPELINES,
     RESULTS,
     SPLITS,
     Split,
@@ -44,6 +49,7 @@ from benchmarks.common import (  # noqa: E402
     frame_timings,
     load_json,
     markdown_table,
+    pipeline_settings,
     publish,
     symlink_folder,
     today,
@@ -52,7 +58,6 @@ from benchmarks.common import (  # noqa: E402
 
 DEFAULT_SIZES = (128, 160, 224)
 PIXEL_SIZE = 64  # the `--backbone none` default
-DEFAULT_CONFIG = ("efficientnet_lite0", 224)
 LABEL = "dog"
 
 
@@ -61,11 +66,11 @@ class Config:
     dataset: str
     backbone: str
     size: int
-    tiles: bool = False
+    pipeline: str = "whole"
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}/{self.backbone}/{self.size}" + ("/tiles" if self.tiles else "")
+        return f"{self.dataset}/{self.backbone}/{self.size}/{self.pipeline}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,7 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", nargs="+", type=int, default=list(DEFAULT_SIZES),
                    help="efficientnet_lite0 input sizes (default 128 160 224)")
     p.add_argument("--no-baseline", action="store_true", help="skip the pixel autoencoder (--backbone none)")
-    p.add_argument("--no-tiles", action="store_true", help="skip the tiles row of the default configuration")
+    p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES),
+                   help="scoring pipelines (default: both); `default` is scored on the dev split's "
+                        "efficientnet models only (it runs the model ~15x per photo)")
+    p.add_argument("--model", type=Path, help="measure this trained model folder (model.tflite, model.json, "
+                   "model.keras) on the dev split instead of training (train s is then not measured)")
     p.add_argument("--reuse", action="store_true", help="measure models already trained in --work instead of "
                    "training again (train s is then not re-measured)")
     p.add_argument("--json", type=Path, default=RESULTS / "accuracy.json")
@@ -87,22 +96,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def configs(args: argparse.Namespace) -> list[Config]:
     out: list[Config] = []
     for ds in args.datasets:
-        out += [Config(ds, "efficientnet_lite0", s) for s in args.sizes]
-        if not args.no_baseline:
+        for s in args.sizes:
+            out += [Config(ds, "efficientnet_lite0", s, p) for p in args.pipelines if p == "whole" or ds == "dev"]
+        if not args.no_baseline and "whole" in args.pipelines:
             out.append(Config(ds, "none", PIXEL_SIZE))
-        if not args.no_tiles and ds == "dev" and DEFAULT_CONFIG[1] in args.sizes:
-            out.append(Config(ds, *DEFAULT_CONFIG, tiles=True))
     return out
 
 
 def train_model(split: Split, cfg: Config, work: Path) -> tuple[Path, float]:
     """Train with the product's defaults on a symlink folder of the split's training photos; wall time in s."""
+    from export.pipeline import export_model
     from training.train import TrainOptions, train
 
     images = symlink_folder(split.train, work / f"{split.name}-train" / LABEL)
     out = work / f"{cfg.dataset}-{cfg.backbone}-{cfg.size}"
     t0 = time.perf_counter()
     train(TrainOptions(images=images, out=out, label=LABEL, backbone=cfg.backbone, image_size=cfg.size, seed=0))
+    export_model(out)   # what train-edge does after training
     return out, time.perf_counter() - t0
 
 
@@ -116,15 +126,20 @@ def float_test_scores(model_dir: Path, split: Split, size: int) -> tuple[np.ndar
             float_scores(model, split.test_neg, size, "float negatives"))
 
 
-def int8_test_scores(model: Path, split: Split, tiles: bool) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """Scores through the device path; also returns the negatives actually scored (unreadable ones are skipped)."""
+def int8_test_scores(model: Path, split: Split, pipeline: str) -> tuple[np.ndarray, np.ndarray, list[Path], float]:
+    """Scores through the device path (`FrameScorer.score_still` with the pipeline's settings); also returns the
+    negatives actually scored (unreadable ones are skipped) and the whole-view threshold the frame scores are on."""
     from device.runner import Runner
+    from device.scoring import FrameScorer
     from export.evaluate import score_folder
 
     runner = Runner(model, threads=2)
-    pos = score_folder(runner, split.name, tiles, "int8 positives", paths=split.test_pos)
-    neg = score_folder(runner, split.name, tiles, "int8 negatives", paths=split.test_neg)
-    return pos.scores, neg.scores, neg.paths
+    assert runner.card is not None
+    thresholds = runner.card.thresholds()
+    scorer = FrameScorer(runner, thresholds, pipeline_settings(pipeline))
+    pos = score_folder(scorer, split.name, f"int8 {pipeline} positives", paths=split.test_pos)
+    neg = score_folder(scorer, split.name, f"int8 {pipeline} negatives", paths=split.test_neg)
+    return pos.scores, neg.scores, neg.paths, thresholds.whole
 
 
 def cat_false_alarm_rate(neg_scores: np.ndarray, neg_paths: list[Path], cats: set[Path],
@@ -142,14 +157,16 @@ def measure(split: Split, cfg: Config, model_dir: Path, train_s: float | None) -
 
     model = model_dir / "model.tflite"
     card = ModelCard.from_dict(load_json(model_dir / "model.json"))
-    pos_q, neg_q, neg_paths = int8_test_scores(model, split, cfg.tiles)
-    threshold = card.threshold_for(tiles=cfg.tiles)  # what the daemon would decide with
+    t0 = time.perf_counter()
+    pos_q, neg_q, neg_paths, threshold = int8_test_scores(model, split, cfg.pipeline)
+    score_s = time.perf_counter() - t0
     m = detection_metrics(pos_q, neg_q, threshold)
     cat_fpr, n_cats = cat_false_alarm_rate(neg_q, neg_paths, split.cats, threshold)
     row = {
-        "dataset": cfg.dataset, "backbone": cfg.backbone, "image_size": cfg.size, "tiles": cfg.tiles,
+        "dataset": cfg.dataset, "backbone": cfg.backbone, "image_size": cfg.size, "pipeline": cfg.pipeline,
+        "model": str(model_dir),
         "auroc_int8": m.auroc, "average_precision_int8": m.average_precision,
-        "threshold": threshold, "recall": m.tpr, "false_alarm_rate": m.fpr,
+        "threshold": threshold, "threshold_crop": card.thresholds().crop, "recall": m.tpr, "false_alarm_rate": m.fpr,
         "false_alarm_rate_cats": cat_fpr, "n_cats": n_cats,
         "n_positives": m.n_positives, "n_negatives": m.n_negatives,
         "true_positives": m.true_positives, "false_positives": m.false_positives,
@@ -157,22 +174,36 @@ def measure(split: Split, cfg: Config, model_dir: Path, train_s: float | None) -
         "model_mb": round(model.stat().st_size / 1e6, 3),
         "bank": card.counts.get("bank"),
         "train_images": card.counts.get("train"), "validation_images": card.counts.get("validation"),
+        "int8_scoring_s": round(score_s, 1),
         "measured_at": today(),
     }
-    if not cfg.tiles:
+    if cfg.pipeline == "whole" and (model_dir / "model.keras").is_file():
+        from scipy.stats import spearmanr
+
         pos_f, neg_f = float_test_scores(model_dir, split, cfg.size)
         row["auroc_float"] = auroc(pos_f, neg_f)
+        if len(pos_f) == len(pos_q) and len(neg_f) == len(neg_q):
+            # model.json's parity figure is on the calibration views; this one is on the test photos' whole view
+            both_f, both_q = np.concatenate([pos_f, neg_f]), np.concatenate([pos_q, neg_q])
+            row["spearman_float_vs_int8_test"] = float(spearmanr(both_f, both_q).statistic)
         row["train_wall_s"] = None if train_s is None else round(train_s, 1)
     return row
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
     results = load_json(args.json) or {"rows": {}, "runs": []}
+    # rows of the removed pipelines (squashed frames, tiles) and old model cards are not comparable: drop them
+    results["rows"] = {k: r for k, r in results["rows"].items() if "pipeline" in r}
     trained: dict[tuple[str, str, int], tuple[Path, float]] = {}
     todo = configs(args)
+    if args.model is not None:
+        card = load_json(args.model / "model.json")
+        todo = [Config("dev", card["backbone"], card["image_size"], p) for p in args.pipelines]
+        trained["dev", card["backbone"], card["image_size"]] = (args.model, float("nan"))
     for i, cfg in enumerate(todo, 1):
         split = SPLITS[cfg.dataset]()
-        print(f"[{i}/{len(todo)}] {cfg.key}: {len(split.train)} train, {len(split.test_pos)} positives vs "
+        trained_on = f"model {args.model}" if args.model else f"{len(split.train)} train"
+        print(f"[{i}/{len(todo)}] {cfg.key}: {trained_on}, {len(split.test_pos)} positives vs "
               f"{len(split.test_neg)} negatives ({len(split.cats)} cats)", flush=True)
         base = (cfg.dataset, cfg.backbone, cfg.size)
         reuse = work / f"{cfg.dataset}-{cfg.backbone}-{cfg.size}"
@@ -183,7 +214,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             trained[base] = train_model(split, cfg, work)
             print(f"    trained in {trained[base][1]:.0f} s", flush=True)
         model_dir, train_s = trained[base]
-        row = measure(split, cfg, model_dir, None if cfg.tiles or train_s != train_s else train_s)
+        row = measure(split, cfg, model_dir, None if cfg.pipeline != "whole" or train_s != train_s else train_s)
         row["command"] = command_line()
         previous = results["rows"].get(cfg.key, {})
         if row.get("train_wall_s") is None and previous.get("train_wall_s") is not None:
@@ -191,13 +222,15 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         results["rows"][cfg.key] = row
         print("    " + ", ".join(f"{k} {fmt(row.get(k))}" for k in
                                  ("auroc_float", "auroc_int8", "recall", "false_alarm_rate",
-                                  "false_alarm_rate_cats", "int8_ms_1thread")), flush=True)
+                                  "false_alarm_rate_cats", "int8_scoring_s")), flush=True)
         write_json(args.json, results)  # after every row: a crash keeps what was measured
     print("timing int8 inference of every model, round-robin (1 and 2 threads)", flush=True)
-    models = {c.key: trained[c.dataset, c.backbone, c.size][0] / "model.tflite" for c in todo if not c.tiles}
+    models = {(c.dataset, c.backbone, c.size): trained[c.dataset, c.backbone, c.size][0] / "model.tflite"
+              for c in todo}
     dev = dev_split()
-    for key, times in frame_timings(models, dev.test_pos + dev.test_neg).items():
-        results["rows"][key].update(times)
+    timings = frame_timings({"/".join(map(str, k)): v for k, v in models.items()}, dev.test_pos + dev.test_neg)
+    for c in todo:
+        results["rows"][c.key].update(timings["/".join(map(str, (c.dataset, c.backbone, c.size)))])
     results["runs"].append({"command": command_line(), "date": today(), "configs": [c.key for c in todo]})
     write_json(args.json, results)
     return results
@@ -205,10 +238,12 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
 COLUMNS = (
     ("dataset", "dataset", None), ("backbone", "backbone", None), ("size", "image_size", None),
+    ("pipeline", "pipeline", None),
     ("AUROC float", "auroc_float", 4), ("AUROC int8", "auroc_int8", 4), ("AP int8", "average_precision_int8", 4),
     ("recall", "recall", 3), ("false alarms", "false_alarm_rate", 3),
     ("false alarms, cats", "false_alarm_rate_cats", 3),
-    ("Spearman float/int8", "spearman_float_vs_int8", 4), ("train s", "train_wall_s", 0),
+    ("Spearman float/int8", "spearman_float_vs_int8", 4),
+    ("Spearman float/int8, test photos", "spearman_float_vs_int8_test", 4), ("train s", "train_wall_s", 0),
     ("model MB", "model_mb", 2), ("int8 ms, 1 thread", "int8_ms_1thread", 1),
     ("int8 ms, 2 threads", "int8_ms_2threads", 1),
 )
@@ -217,14 +252,13 @@ COLUMNS = (
 def table(results: dict) -> str:
     order = {"dev": 0, "cifar10": 1}
     rows = sorted(results["rows"].values(),
-                  key=lambda r: (order.get(r["dataset"], 9), r["backbone"] == "none", r["image_size"], r["tiles"]))
+                  key=lambda r: (order.get(r["dataset"], 9), r["backbone"] == "none", r["image_size"],
+                                 r.get("pipeline") != "whole"))
     cells = []
     for r in rows:
         line = []
         for _, key, digits in COLUMNS:
             v = r.get(key)
-            if key == "image_size" and r["tiles"]:
-                v = f"{v} + tiles"
             line.append(fmt(round(v) if digits == 0 and v is not None else v, digits or 3))
         cells.append(line)
     return markdown_table([c[0] for c in COLUMNS], cells)
@@ -238,11 +272,12 @@ def readme_block(results: dict) -> str:
             + (f" (rows merged from: {'; '.join(f'`{c}`' for c in commands)})" if len(commands) > 1 else "")
             + "; figures from `benchmarks/results/accuracy.json`. Dev: train on dogs 000000-000397, test the other "
               "170 dogs vs 589 no-dog photos (156 cats); CIFAR-10: train on the first 700 dogs, test the other 300 vs "
-              "999 non-dogs (111 cats). int8 = `model.tflite` scored by the device's runner; recall and false alarms "
-              "at the threshold calibrated in `model.json` (the `+ tiles` row: whole frame + 2x2 grid, best tile wins, "
-              "at the tiles threshold `model.json` calibrates for it); Spearman = float vs int8 on the validation "
-              "images, from `model.json`; train s = wall time of `train()` including int8 export, on a shared 2-core "
-              "machine; "
+              "999 non-dogs (111 cats). int8 = `model.tflite` scored by the device's `FrameScorer.score_still`; "
+              "pipeline `whole` = the whole view only, `default` = the daemon's default config (whole view + every "
+              "sweep crop, crop hits checked by their zoomed partners, crops at `threshold_crop`); recall and false "
+              "alarms at the threshold calibrated in `model.json`; Spearman = float vs int8 on the calibration "
+              "views, from `model.json`, and on the test photos' whole view (the `whole` rows); train s = wall "
+              "time of `train()` including int8 export, on a shared 2-core machine; "
               "int8 ms = median of 100 invokes per model, all models timed round-robin in the same run.")
     return table(results) + "\n\n" + note
 

@@ -67,6 +67,28 @@ def cifar_split(root: Path = DATA / "cifar10") -> Split:
 
 SPLITS = {"dev": dev_split, "cifar10": cifar_split}
 
+# The scoring pipelines the benchmarks compare, as `[detect]` settings of the daemon:
+#   whole    only the whole view (the centre square): `[detect] regions = false, sweep = false`
+#   default  the daemon's default config: whole view + motion regions + the sweep, crop hits confirmed
+PIPELINES = ("whole", "default")
+
+
+def pipeline_settings(name: str):
+    """The `ScoringSettings` of a named pipeline (see PIPELINES)."""
+    from device.scoring_settings import ScoringSettings
+
+    if name == "whole":
+        return ScoringSettings(regions=False, sweep=False)
+    if name == "default":
+        return ScoringSettings()
+    raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
+
+
+def model_file(model: Path) -> Path:
+    """`--model` may name the model folder (model.tflite + model.json) or model.tflite itself."""
+    model = Path(model)
+    return model / "model.tflite" if model.is_dir() else model
+
 
 def symlink_folder(paths: Sequence[Path], dest: Path) -> Path:
     """A folder of symlinks to `paths` (names kept): a training folder without copying a single photo."""
@@ -79,14 +101,14 @@ def symlink_folder(paths: Sequence[Path], dest: Path) -> Path:
 
 
 def median_invoke_ms(runner, images: Sequence[np.ndarray], n: int = 100, warmup: int = 10) -> float:
-    """Median wall time (ms) of `runner.score_input` over `n` invokes on preprocessed images, after warm-up."""
+    """Median wall time (ms) of `runner.infer` over `n` invokes on preprocessed images, after warm-up."""
     for i in range(warmup):
-        runner.score_input(images[i % len(images)])
+        runner.infer(images[i % len(images)])
     times = []
     for i in range(n):
         img = images[i % len(images)]
         t0 = time.perf_counter()
-        runner.score_input(img)
+        runner.infer(img)
         times.append(time.perf_counter() - t0)
     return 1000.0 * statistics.median(times)
 

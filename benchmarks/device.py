@@ -1,19 +1,25 @@
 """How fast, how big and how hungry is the `edge-device` daemon? Per-frame cost, loop overhead, memory and CPU.
 
-What is measured, and why (all daemon runs use `[model] threads = 1`, so one core's worth of work is visible):
+What is measured, and why (all daemon runs use the default `[detect]` config: the whole view plus up to two
+crops per frame (motion regions, the sweep, follow-ups of crop hits), and `[model] threads = 1`, so one core's
+worth of work is visible). This script never imports TensorFlow (it checks, and records it in the JSON):
 1. Per-frame time split, replaying a 640x480 MJPG video written from real dev photos (blocks of no-dog and dog
-   frames, so presence events fire): read/decode (`VideoFileSource.read`, BGR->RGB included), preprocess
-   (`device.preprocess.preprocess`), inference (`Runner.score_input`) and decision/publish (`Decider.update` +
-   `StdoutSink` into an in-memory stream). Median and p95 per stage, in ms.
+   frames, so presence events fire): read/decode (`VideoFileSource.read`, BGR->RGB included), scoring
+   (`FrameScorer.score`: motion, crop choice, preprocessing and the model runs of every view), of which
+   inference (the interpreter's invoke time summed over the frame's views), and decision/publish
+   (`Decider.update` + `StdoutSink` into an in-memory stream). Median and p95 per stage, in ms, and the model
+   invocations per frame.
 2. Loop overhead over a bare interpreter: (a) `set_tensor` + `invoke` + `get_tensor` on one fixed preprocessed
-   input, median ms; (b) `Daemon(cfg).run()` on the replay, timed from its READY notification to STOPPING (a
-   Notifier subclass records both), in ms/frame. (b) is measured twice: on the video file (includes decoding a
-   640x480 frame, which a camera source does too) and on the same frames pre-decoded in memory (excludes it).
-   Overhead = (b - a) / a; target <= 15 %. Each is the median of `--rounds` interleaved runs. The pre-decoded
-   figure still includes preprocessing (a 640x480 -> model-size resize); subtracting its row-1 median leaves the
-   loop's own bookkeeping (Decider, stats, watchdog, snapshot JPEG at event starts, sink).
-3. Resident memory: `.venv-device/bin/edge-device run` (the device-only install, no TensorFlow, as on the Pi)
-   replays the video in a subprocess; peak RSS is the highest VmHWM sampled from /proc/PID/status every 50 ms
+   input, median ms, times the invocations per frame the daemon made; (b) `Daemon(cfg).run()` on the replay,
+   timed from its READY notification to STOPPING (a Notifier subclass records both), in ms/frame. (b) is
+   measured twice: on the video file (includes decoding a 640x480 frame, which a camera source does too) and on
+   the same frames pre-decoded in memory (excludes it). Overhead = (b - a) / a; target <= 15 %. Each is the
+   median of `--rounds` interleaved runs. The pre-decoded figure still includes motion detection and
+   preprocessing (a 640x480 -> model-size resize per view); subtracting row 1's non-inference scoring time
+   leaves the loop's own bookkeeping (Decider, stats, watchdog, snapshot JPEG at event starts, sink).
+3. Resident memory: `python -m device.cli run` from the device-only install (`--device-python`, default
+   `.venv-device/bin/python`; no TensorFlow, as on the Pi; this repository's code via PYTHONPATH) replays the
+   video in a subprocess; peak RSS is the highest VmHWM sampled from /proc/PID/status every 50 ms
    (not `ru_maxrss`, which a vfork'd child inherits from this process). Target < 150 MB. The same run gives
    READY->STOPPING ms/frame, and CPU seconds per frame from /proc/PID/stat utime+stime (at READY) and the child's
    rusage (at exit).
@@ -22,10 +28,10 @@ What is measured, and why (all daemon runs use `[model] threads = 1`, so one cor
    one core = utime+stime delta / wall time over `--live-seconds` after READY. Its own `stats` log line (every
    60 s) gives the achieved fps and dropped frames. A derived figure (CPU s/frame of the replay x 5) is shown too,
    labelled as such. A second live run serves the stream at 30 fps (a camera left at its default rate).
-5. int8 inference ms with 1 and 2 interpreter threads (median of 100 `score_input` calls), and model size.
+5. int8 inference ms with 1 and 2 interpreter threads (median of 100 `Runner.infer` calls), and model size.
 
-Usage (from the repository root; trains a model with `train-edge` first unless --model is given, ~1 min):
-    .venv/bin/python benchmarks/device.py [--model /tmp/bench-dog-model/model.tflite] [--frames 300]
+Usage (from the repository root; trains a model with `train-edge` first unless --model is given, a few min):
+    .venv/bin/python benchmarks/device.py [--model /tmp/std/model-v3] [--frames 300]
 """
 
 from __future__ import annotations
@@ -66,23 +72,25 @@ from benchmarks.common import (  # noqa: E402
     load_json,
     markdown_table,
     median_invoke_ms,
+    model_file,
     publish,
     symlink_folder,
     today,
     write_json,
 )
-from device.config import load_config  # noqa: E402
+from device.config import DetectConfig, load_config  # noqa: E402
 from device.debounce import Decider  # noqa: E402
 from device.frame import Frame  # noqa: E402
 from device.preprocess import preprocess  # noqa: E402
 from device.runner import Runner, _interpreter_class  # noqa: E402
+from device.scoring import FrameScorer  # noqa: E402
 from device.sd_notify import Notifier  # noqa: E402
 from device.sinks.stdout import StdoutSink  # noqa: E402
 from device.sources import make_source  # noqa: E402
 from device.sources.base import Source  # noqa: E402
 
-TRAIN_EDGE = REPO / ".venv" / "bin" / "train-edge"
-DEVICE_EDGE = REPO / ".venv-device" / "bin" / "edge-device"
+TRAIN_EDGE = [sys.executable, "-m", "export.workflow"]   # `train-edge` of this checkout
+DEVICE_PYTHON = Path(os.environ.get("EDGE_DEVICE_PYTHON", REPO / ".venv-device" / "bin" / "python"))
 WIDTH, HEIGHT = 640, 480
 VIDEO_FPS = 10.0
 BLOCK = 30               # frames per no-dog / dog block of the video
@@ -91,7 +99,7 @@ FAST_CAMERA_FPS = 30.0   # a USB/IP camera left at its default rate while the da
 OVERHEAD_TARGET = 0.15
 RSS_TARGET_MB = 150.0
 DEFAULT_MODEL_DIR = Path("/tmp/bench-dog-model")
-STAGES = ("read_decode", "preprocess", "inference", "decide_publish")
+STAGES = ("read_decode", "scoring", "decide_publish")   # and "inference", the model's share of "scoring"
 
 
 # -- inputs: model, video, config ------------------------------------------------------------------------------
@@ -100,9 +108,10 @@ def train_model(out: Path = DEFAULT_MODEL_DIR) -> Path:
     """`train-edge` on the 398 training dogs of the standard split (a /tmp folder of symlinks, no copies)."""
     images = symlink_folder(dev_split().train, Path(tempfile.mkdtemp(prefix="bench-dog-train-")) / "dog")
     log = images.parent / "train-edge.log"
-    print(f"  training: {TRAIN_EDGE.name} {images} --out {out}  (log: {log})", flush=True)
+    print(f"  training: train-edge {images} --out {out}  (log: {log})", flush=True)
     with log.open("w") as f:
-        proc = subprocess.run([str(TRAIN_EDGE), str(images), "--out", str(out)], stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run([*TRAIN_EDGE, str(images), "--out", str(out)], stdout=f, stderr=subprocess.STDOUT,
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     if proc.returncode != 0:
         raise SystemExit(f"train-edge failed (exit {proc.returncode}); see {log}")
     print(f"  trained {out}/model.tflite; pass --model to reuse it", flush=True)
@@ -135,9 +144,9 @@ def write_video(path: Path, n: int) -> list[bytes]:
 
 
 def write_config(path: Path, source: str, model: Path, fps: float) -> Path:
-    """A daemon config: one interpreter thread, stdout JSON output, quick off so events open and close."""
+    """A daemon config: the default [detect], one interpreter thread, stdout JSON output."""
     path.write_text(f'[camera]\nsource = "{source}"\nfps = {fps}\n\n[model]\npath = "{model}"\nthreads = 1\n\n'
-                    "[detect]\non_frames = 3\nwindow = 5\noff_delay = 2.0\n\n[log]\nlevel = \"INFO\"\n")
+                    "[log]\nlevel = \"INFO\"\n")
     return path
 
 
@@ -148,42 +157,50 @@ def summary(ms: list[float]) -> dict[str, float]:
 
 
 def stage_split(video: Path, model: Path) -> dict[str, dict[str, float]]:
-    """Time each stage of every frame of the replay with the daemon's own classes, one interpreter thread."""
+    """Time each stage of every frame of the replay with the daemon's own classes and default [detect] settings,
+    one interpreter thread."""
+    cfg = DetectConfig()
     runner = Runner(model, threads=1)
     card = runner.card
     assert card is not None
-    decider = Decider(card.label, card.threshold, 3, 5, 2.0)
+    thresholds = card.thresholds()
+    scorer = FrameScorer(runner, thresholds, cfg)
+    decider = Decider(card.label, thresholds.whole, cfg.on_frames, cfg.window, cfg.off_delay)
     sink = StdoutSink(card.label, card.sha256, stream=io.StringIO())
     source = make_source(str(video), VIDEO_FPS)
     source.open()
-    times: dict[str, list[float]] = {s: [] for s in STAGES}
+    times: dict[str, list[float]] = {s: [] for s in (*STAGES, "inference")}
+    invocations: list[int] = []
     events = 0
     try:
         for _ in range(5):  # warm the interpreter up, as the daemon's first frame does
-            runner.score_input(np.zeros((runner.input_size, runner.input_size, 3), np.uint8))
+            runner.infer(np.zeros((runner.input_size, runner.input_size, 3), np.uint8))
         while True:
             t0 = time.perf_counter()
             frame = source.read()
             t1 = time.perf_counter()
             if frame is None:
                 break
-            image = preprocess(frame.image, runner.input_size)
+            scored = scorer.score(frame.image)
             t2 = time.perf_counter()
-            score = runner.score_input(image)
-            t3 = time.perf_counter()
-            change = decider.update(score, frame.t)
+            change = decider.update(scored.score, frame.t)
             if change is not None:
                 sink.state_changed(change)
                 events += 1
-            t4 = time.perf_counter()
-            for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4)), strict=True):
+            t3 = time.perf_counter()
+            for stage, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3)), strict=True):
                 times[stage].append((b - a) * 1000.0)
+            times["inference"].append(scored.inference_ms)
+            invocations.append(scored.invocations)
     finally:
         source.close()
     result = {stage: summary(ms) for stage, ms in times.items()}
-    result["total"] = summary([sum(parts) for parts in zip(*times.values(), strict=True)])
+    result["scoring_without_inference"] = summary([a - b for a, b in zip(times["scoring"], times["inference"],
+                                                                          strict=True)])
+    result["total"] = summary([sum(parts) for parts in zip(*(times[s] for s in STAGES), strict=True)])
     result["frames"] = len(times["inference"])  # type: ignore[assignment]
     result["events"] = events  # type: ignore[assignment]
+    result["invocations_per_frame"] = round(float(np.mean(invocations)), 3)  # type: ignore[assignment]
     return result
 
 
@@ -245,20 +262,28 @@ class MemorySource(Source):
         pass
 
 
-def daemon_ms_per_frame(config: Path, frames: int, images: list[np.ndarray] | None = None) -> float:
-    """`Daemon(cfg).run()` in this process, READY -> STOPPING wall time / frames; `images` replaces the video."""
+def daemon_ms_per_frame(config: Path, images: list[np.ndarray] | None = None) -> tuple[float, float]:
+    """`Daemon(cfg).run()` in this process: READY -> STOPPING wall time per frame (ms) and model invocations per
+    frame (counted by the daemon's observer hook); `images` replaces the video."""
     from device import daemon
 
     cfg = load_config(config)
     notifier = TimingNotifier()
     sink = StdoutSink("dog", "bench", stream=io.StringIO())
-    d = daemon.Daemon(cfg, sinks=[sink], notifier=notifier)
+    counts = [0, 0]
+
+    def observe(_frame, scored, _present) -> None:
+        counts[0] += 1
+        counts[1] += scored.invocations
+
+    d = daemon.Daemon(cfg, sinks=[sink], notifier=notifier, observer=observe)
     if images is None:
         d.run()
     else:
         with mock.patch.object(daemon, "make_source", lambda *_a, **_k: MemorySource(images, VIDEO_FPS)):
             d.run()
-    return (notifier.stopping_at - notifier.ready_at) * 1000.0 / frames
+    frames = max(counts[0], 1)
+    return (notifier.stopping_at - notifier.ready_at) * 1000.0 / frames, counts[1] / frames
 
 
 def decode_all(video: Path) -> list[np.ndarray]:
@@ -278,15 +303,22 @@ def loop_overhead(video: Path, config: Path, model: Path, rounds: int) -> dict:
     fixed = preprocess(images[0], Runner(model, threads=1).input_size)
     bare: list[float] = []
     with_decode, without_decode = [], []
+    per_frame: list[float] = []
     for _ in range(rounds):
         bare += bare_invoke_ms(model, fixed, n)
-        with_decode.append(daemon_ms_per_frame(config, n))
-        without_decode.append(daemon_ms_per_frame(config, n, images))
-    a = statistics.median(bare)
+        ms, calls = daemon_ms_per_frame(config)
+        with_decode.append(ms)
+        per_frame.append(calls)
+        ms, calls = daemon_ms_per_frame(config, images)
+        without_decode.append(ms)
+        per_frame.append(calls)
+    invocations = statistics.fmean(per_frame)
+    a = statistics.median(bare) * invocations   # the bare interpreter doing the daemon's model runs per frame
     b_dec, b_mem = statistics.median(with_decode), statistics.median(without_decode)
     return {
-        "frames": n, "rounds": rounds, "bare_invoke_median_ms": round(a, 3),
-        "bare_invoke_mean_ms": round(statistics.fmean(bare), 3),
+        "frames": n, "rounds": rounds, "bare_invoke_median_ms": round(statistics.median(bare), 3),
+        "bare_invoke_mean_ms": round(statistics.fmean(bare), 3), "invocations_per_frame": round(invocations, 3),
+        "bare_ms_per_frame": round(a, 3),
         "daemon_ms_per_frame_with_decode": round(b_dec, 3), "daemon_ms_per_frame_predecoded": round(b_mem, 3),
         "overhead_with_decode": round((b_dec - a) / a, 4), "overhead_excluding_decode": round((b_mem - a) / a, 4),
         "daemon_runs_with_decode_ms": [round(x, 3) for x in with_decode],
@@ -333,8 +365,9 @@ class DaemonProcess:
         self._sock.settimeout(0.2)
         env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
         with self.stderr_path.open("w") as err:
-            self.proc = subprocess.Popen([str(DEVICE_EDGE), "run", "--config", str(self.config)],
-                                         stdout=subprocess.DEVNULL, stderr=err, env=env)
+            env["PYTHONPATH"] = str(REPO)   # this checkout's code on the device-only install's packages
+            self.proc = subprocess.Popen([str(DEVICE_PYTHON), "-m", "device.cli", "run", "--config", str(self.config)],
+                                         stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
         self._done = threading.Event()
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._listen, self._sample)]
         for t in self._threads:
@@ -505,19 +538,22 @@ def table(r: dict) -> str:
     rows = [[f"1. {name}", f"{s[key]['median_ms']:.2f}", f"{s[key]['p95_ms']:.2f}", note]
             for name, key, note in (
                 ("read/decode (VideoFileSource.read)", "read_decode", "640x480 MJPG decode + BGR->RGB"),
-                ("preprocess", "preprocess", "box-filter + bilinear squash to the model size"),
-                ("inference (score_input, 1 thread)", "inference", ""),
+                ("scoring (FrameScorer.score)", "scoring",
+                 f"{s['invocations_per_frame']:.2f} model runs per frame (default [detect])"),
+                ("... of which inference (1 thread)", "inference", "interpreter invoke time summed over the views"),
+                ("... of which the rest", "scoring_without_inference", "motion, crop choice, preprocessing"),
                 ("decide/publish (Decider + StdoutSink)", "decide_publish", f"{s['events']} events"),
                 ("sum of stages", "total", f"{s['frames']} frames"))]
     rows += [
         ["2a. bare set_tensor+invoke+get_tensor", f"{o['bare_invoke_median_ms']:.2f}", "",
-         f"median of {o['rounds']} x {o['frames']}"],
+         f"median of {o['rounds']} x {o['frames']}; x {o['invocations_per_frame']:.2f} runs per frame = "
+         f"{o['bare_ms_per_frame']:.2f} ms/frame"],
         ["2b. Daemon.run(), video file", f"{o['daemon_ms_per_frame_with_decode']:.2f}", "",
          f"overhead {pct(o['overhead_with_decode'])} (includes decode)"],
         ["2b. Daemon.run(), pre-decoded frames", f"{o['daemon_ms_per_frame_predecoded']:.2f}", "",
-         f"overhead {pct(o['overhead_excluding_decode'])} (target <= +15 %; includes preprocess)"],
-        ["2b. ... minus preprocess (row 1 median)",
-         f"{o['daemon_ms_per_frame_predecoded'] - s['preprocess']['median_ms']:.2f}", "",
+         f"overhead {pct(o['overhead_excluding_decode'])} (target <= +15 %; includes motion + preprocessing)"],
+        ["2b. ... minus motion + preprocessing (row 1)",
+         f"{o['daemon_ms_per_frame_predecoded'] - s['scoring_without_inference']['median_ms']:.2f}", "",
          f"overhead {pct(o['overhead_excluding_decode_and_preprocess'])}: the loop's own bookkeeping"],
         ["3. device-only daemon replay", f"{rep['ms_per_frame']:.2f}", "",
          f"peak RSS {rep['peak_rss_mb']:.0f} MB (target < 150; anonymous {rep['peak_anon_rss_mb']:.0f} MB), "
@@ -537,10 +573,12 @@ def table(r: dict) -> str:
 
 def readme_block(r: dict) -> str:
     return (table(r) + "\n\nDevice: `edge-device` on this machine (x86, 2 shared cores; a Raspberry Pi is slower), "
-            f"`threads = 1`, replaying a {r['overhead']['frames']}-frame 640x480 MJPG video of held-out dev photos. "
-            "2b is `Daemon(cfg).run()` timed from READY to STOPPING over the frames (score, debounce, snapshot JPEG "
-            "at each event start, stdout sink); overhead = (2b - 2a) / 2a; the last 2b row subtracts the preprocess "
-            "median of row 1. Row 3 is the device-only install (`.venv-device`, no TensorFlow) in a subprocess, peak "
+            f"`threads = 1`, the default `[detect]` config, replaying a {r['overhead']['frames']}-frame 640x480 MJPG "
+            "video of held-out dev photos. 2b is `Daemon(cfg).run()` timed from READY to STOPPING over the frames "
+            "(score every view, debounce, snapshot JPEG at each event start, stdout sink); 2a is the bare interpreter "
+            "doing the same number of model runs per frame; overhead = (2b - 2a) / 2a; the last 2b row subtracts "
+            "row 1's non-inference scoring median (motion, crop choice, preprocessing). Row 3 is the device-only "
+            "install (`.venv-device`, no TensorFlow) in a subprocess, peak "
             "RSS = highest sampled VmHWM (most of it is shared-library pages: OpenCV with FFmpeg, LiteRT). Row 4 "
             "serves the same frames as an MJPEG HTTP stream at 5 fps (and at 30 fps), read by the daemon as a live "
             "`http://` source paced at `fps = 5`; CPU = /proc utime+stime over the run / wall time. "
@@ -549,9 +587,13 @@ def readme_block(r: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, help="model.tflite (with model.json beside it); default: train one")
+    p.add_argument("--model", type=Path, help="model folder or model.tflite (with model.json beside it); "
+                   "default: train one")
+    p.add_argument("--device-python", type=Path, default=DEVICE_PYTHON,
+                   help="python of the device-only install (no TensorFlow) for rows 3 and 4 "
+                        "(default $EDGE_DEVICE_PYTHON or .venv-device/bin/python)")
     p.add_argument("--frames", type=int, default=300, help="frames in the replay video (default 300)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved bare/daemon rounds for 2. (default 3)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved bare/daemon rounds for 2. (default 5)")
     p.add_argument("--live-seconds", type=float, default=62.0,
                    help="seconds of the live 5 fps run (default 62: the daemon logs stats every 60 s)")
     p.add_argument("--fast-seconds", type=float, default=15.0,
@@ -564,7 +606,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
-    model = args.model or train_model()
+    global DEVICE_PYTHON
+    DEVICE_PYTHON = args.device_python
+    model = model_file(args.model) if args.model else train_model()
     video = work / "replay.avi"
     print(f"[0/5] writing {video}: {args.frames} frames, {WIDTH}x{HEIGHT} MJPG", flush=True)
     jpegs = write_video(video, args.frames)
@@ -574,9 +618,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     stages = stage_split(video, model)
     print(f"[2/5] bare invoke vs Daemon.run() ({args.rounds} rounds)", flush=True)
     overhead = loop_overhead(video, replay_cfg, model, args.rounds)
-    loop_only = overhead["daemon_ms_per_frame_predecoded"] - stages["preprocess"]["median_ms"]
+    loop_only = overhead["daemon_ms_per_frame_predecoded"] - stages["scoring_without_inference"]["median_ms"]
     overhead["overhead_excluding_decode_and_preprocess"] = round(
-        (loop_only - overhead["bare_invoke_median_ms"]) / overhead["bare_invoke_median_ms"], 4)
+        (loop_only - overhead["bare_ms_per_frame"]) / overhead["bare_ms_per_frame"], 4)
     print("[3/5] device-only daemon replay in a subprocess", flush=True)
     replay = device_replay(replay_cfg, work, stages["frames"])
     print(f"[4/5] live: fps = 5 on a 5 fps MJPEG stream for {args.live_seconds:.0f} s, then on a "
@@ -586,7 +630,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     print("[5/5] int8 inference with 1 and 2 threads", flush=True)
     threads = thread_timings(model, decode_all(video))
     return {"command": command_line(), "date": today(), "model": str(model), "stages": stages,
-            "overhead": overhead, "replay": replay, "live": live, "live_fast_camera": live_fast, "threads": threads}
+            "overhead": overhead, "replay": replay, "live": live, "live_fast_camera": live_fast, "threads": threads,
+            "tensorflow_imported": "tensorflow" in sys.modules}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -43,13 +44,14 @@ from benchmarks.common import (  # noqa: E402
     frame_timings,
     load_json,
     markdown_table,
+    pipeline_settings,
     publish,
     symlink_folder,
     today,
     write_json,
 )
 
-TRAIN_EDGE = REPO / ".venv" / "bin" / "train-edge"
+TRAIN_EDGE = [sys.executable, "-m", "export.workflow"]   # `train-edge` of this checkout
 TIME = Path("/usr/bin/time")
 MEMORY_TARGET_MB = 4096
 LABEL = "dog"
@@ -110,11 +112,12 @@ def peak_rss_mb(time_report: str) -> float | None:
 def run_train_edge(images: Path, out: Path, log_file: Path) -> tuple[float, float | None]:
     """train-edge in a subprocess under /usr/bin/time -v; returns (wall seconds, peak RSS in MB)."""
     report = log_file.with_suffix(".time")
-    cmd = [str(TIME), "-v", "-o", str(report), str(TRAIN_EDGE), str(images), "--out", str(out), "--label", LABEL]
-    print(f"    $ {' '.join(cmd[4:])}  (log: {log_file})", flush=True)
+    cmd = [str(TIME), "-v", "-o", str(report), *TRAIN_EDGE, str(images), "--out", str(out), "--label", LABEL]
+    print(f"    $ train-edge {' '.join(cmd[4 + len(TRAIN_EDGE):])}  (log: {log_file})", flush=True)
     t0 = time.perf_counter()
     with log_file.open("w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"train-edge failed (exit {proc.returncode}); see {log_file}")
@@ -122,17 +125,21 @@ def run_train_edge(images: Path, out: Path, log_file: Path) -> tuple[float, floa
 
 
 def dev_test_figures(model: Path) -> dict:
-    """int8 AUROC and rates at the calibrated threshold on the dev test split, through the device runner."""
+    """int8 AUROC and rates at the calibrated threshold on the dev test split, through the device's scorer (the
+    `whole` pipeline: the whole view only, as `eval-edge --whole`)."""
     from device.runner import Runner
+    from device.scoring import FrameScorer
     from export.evaluate import score_folder
     from export.metrics import detection_metrics
 
     split = dev_split()
     runner = Runner(model, threads=2)
     assert runner.card is not None
-    pos = score_folder(runner, "dev", paths=split.test_pos, desc="dev positives")
-    neg = score_folder(runner, "dev", paths=split.test_neg, desc="dev negatives")
-    m = detection_metrics(pos.scores, neg.scores, runner.card.threshold)
+    thresholds = runner.card.thresholds()
+    scorer = FrameScorer(runner, thresholds, pipeline_settings("whole"))
+    pos = score_folder(scorer, "dev", paths=split.test_pos, desc="dev positives")
+    neg = score_folder(scorer, "dev", paths=split.test_neg, desc="dev negatives")
+    m = detection_metrics(pos.scores, neg.scores, thresholds.whole)
     return {"dev_auroc_int8": m.auroc, "dev_recall": m.tpr, "dev_false_alarm_rate": m.fpr}
 
 
@@ -218,7 +225,8 @@ def readme_block(data: dict) -> str:
             "`/usr/bin/time -v` (target < 4 GB); each run retrains the 398-image model and times both models "
             "round-robin (median of 100 int8 invokes), so compare rows of one run; wall times depend on what else "
             "the shared 2-core machine ran. Dev figures: the 170 held-out dogs vs 589 no-dog photos at each model's "
-            "own calibrated threshold. The augmented copies of one photo are near-duplicates: `train-edge` keeps each "
+            "own calibrated threshold, whole view only (`eval-edge --whole`). The augmented copies of one photo are "
+            "near-duplicates: `train-edge` keeps each "
             "such group on one side of its validation split (train / val shows the split it made); where copies "
             "still straddle it, validation looks easier than new photos and the threshold comes out stricter "
             f"(lower dev recall). Produced by {commands}; figures from "
