@@ -4,8 +4,10 @@ The detector only proposes where to look (Frigate's approach): a small, distant 
 input once its moving area is cropped out. It never decides presence by itself.
 
 Per frame: grey at `height` rows, contrast stretched by the recent 4th/96th percentiles (auto-exposure
-drift is not motion), a light blur, then the absolute difference to a running average, thresholded,
-dilated and split into contours. A frame where most of the picture changes (lights on, IR switch, camera
+drift is not motion), a light blur, then the absolute difference to a running average, thresholded. The
+running average keeps a trail of where a subject has been (a second or so), which would make the region
+around a walking dog several times its size; so only pixels that also changed since the previous frame count
+(the subject where it is now), then the mask is dilated and split into contours. A frame where most of the picture changes (lights on, IR switch, camera
 moved) resets the average instead of reporting motion everywhere.
 """
 
@@ -37,11 +39,12 @@ class MotionDetector:
     def __init__(self, settings: MotionSettings | None = None) -> None:
         self.settings = settings or MotionSettings()
         self._avg: np.ndarray | None = None
+        self._prev: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
         self._contrast: deque[tuple[float, float]] = deque(maxlen=self.settings.contrast_history)
 
     def reset(self) -> None:
-        self._avg, self._shape = None, None
+        self._avg, self._prev, self._shape = None, None, None
         self._contrast.clear()
 
     def _grey(self, rgb: np.ndarray) -> np.ndarray:
@@ -62,12 +65,14 @@ class MotionDetector:
             self.reset()
             self._shape = (h, w)
         grey = self._grey(rgb)
-        if self._avg is None:
-            self._avg = grey.astype(np.float32)
+        if self._avg is None or self._prev is None:
+            self._avg, self._prev = grey.astype(np.float32), grey
             return []
         s = self.settings
-        delta = cv2.absdiff(grey, cv2.convertScaleAbs(self._avg))
-        mask = cv2.dilate(cv2.threshold(delta, s.threshold, 255, cv2.THRESH_BINARY)[1], None, iterations=1)
+        changed_since_avg = cv2.absdiff(grey, cv2.convertScaleAbs(self._avg)) > s.threshold
+        changed_since_prev = cv2.absdiff(grey, self._prev) > s.threshold // 2
+        self._prev = grey
+        mask = cv2.dilate((changed_since_avg & changed_since_prev).astype(np.uint8) * 255, None, iterations=2)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         scale = h / grey.shape[0]
         boxes: list[MotionBox] = []

@@ -239,6 +239,8 @@ print("" if max(s) >= card["threshold"] else repr(statistics.median(s)))' "$m/mo
       {
         printf '[camera]\nsource = "%s"\nfps = 10\n[model]\npath = "%s"\nthreads = 2\n' "$source" "$mp"
         [ -z "$thr" ] || printf 'threshold = %s\n' "$thr"
+        # inside the chroot the service user writes pushed models where the unit's StateDirectory would be
+        case "$side" in arm64*) printf 'store = "/var/lib/edge-device/models"\n' ;; esac
         printf '[detect]\non_frames = 3\nwindow = 5\noff_delay = 1.0\n[snapshot]\nenabled = false\n[log]\nlevel = "WARNING"\n'
       } >"$r/work/out/$n-$side.toml"
     done
