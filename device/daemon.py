@@ -23,6 +23,7 @@ from device.config import Config
 from device.debounce import Decider
 from device.errors import SourceError
 from device.events import StateChange, iso_utc
+from device.feedback import FeedbackController
 from device.frame import Frame
 from device.runner import Runner
 from device.scoring import FrameScore, FrameScorer
@@ -115,6 +116,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stats_every = stats_every
         self._stop = threading.Event()
+        self.feedback: FeedbackController | None = None   # set by run(); None when [feedback] is off
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -161,7 +163,9 @@ class Daemon:
         assert card is not None
         thresholds = card.thresholds(cfg.model.threshold)
         threshold = thresholds.whole
-        scorer = FrameScorer(runner, thresholds, cfg.detect, cfg.camera.region)
+        self.feedback = FeedbackController.create(cfg, runner, card, threshold)
+        scorer = FrameScorer(runner, thresholds, cfg.detect, cfg.camera.region,
+                             adjust=self.feedback.adjust if self.feedback is not None else None)
         decider = Decider(card.label, threshold, cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay)
         log.info("model %s: label %r, threshold %.4f, crops %.4f (%s), %s", cfg.model.path, card.label, threshold,
                  thresholds.crop, "config override" if cfg.model.threshold is not None else "model.json",
@@ -176,6 +180,8 @@ class Daemon:
             if first is None:
                 raise SourceError(f"{source.name}: no frames to read; check [camera] source")
             sinks = self.sinks if self.sinks is not None else build_sinks(cfg, card.label, card.sha256, threshold)
+            if self.feedback is not None:
+                self.feedback.attach(sinks, self.call_between_frames)
             self.notifier.ready(f"watching {source.name} for {card.label!r}")
             log.info("ready: %s %s, %dx%d, threshold %.3f, on %d/%d frames, off after %.1f s",
                      "live" if source.live else "replaying", source.name, *first.size, threshold,
@@ -204,6 +210,8 @@ class Daemon:
         last_t = first.t
         while frame is not None and not self._stop.is_set():
             self._run_pending()
+            if self.feedback is not None:
+                self.feedback.poll()
             scored = scorer.score(frame.image)
             score = scored.score
             stats.add(score, scored.inference_ms, scored.invocations)
@@ -211,6 +219,8 @@ class Daemon:
             if keep_snapshot and not decider.present:
                 recent.append((score, frame))
             change = decider.update(score, frame.t)
+            if self.feedback is not None:   # "not a dog": the episode's views, a flagged episode ends at once
+                change = self.feedback.after_frame(frame, scored, decider, change)
             if self.observer is not None:
                 self.observer(frame, scored, decider.present)
             if change is not None:
