@@ -352,3 +352,48 @@ def test_the_same_cat_fires_without_a_teach(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     states = [json.loads(line)["state"] for line in proc.stdout.splitlines() if '"state"' in line]
     assert states == ["ON", "OFF"]
+
+
+def replay_and_flag(tmp_path: Path, window: float, flag_at: int) -> tuple[list[str], list[bool]]:
+    """Replay 5 dark, 10 cat, 25 dark frames (5 fps, off after 2 s) in this process; flag at frame `flag_at`."""
+    from device.config import load_config
+    from device.daemon import Daemon
+    from device.feedback import FALSE_ALARM
+    from device.sd_notify import Notifier
+    from device.sinks.stdout import StdoutSink
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, rgb in enumerate([DARK] * 5 + [CAT] * 10 + [DARK] * 25):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((48, 64, 3), rgb[::-1], np.uint8))
+    cfg_path = write_config(tmp_path, folder, tmp_path / "feedback")
+    cfg_path.write_text(cfg_path.read_text().replace("realtime = true", "realtime = false")
+                        .replace("off_delay = 20.0", "off_delay = 2.0").replace("window = 30", f"window = {window}"))
+    cfg = load_config(cfg_path)
+    messages: list[str] = []
+    presence: list[bool] = []
+
+    def observer(frame, scored, present) -> None:
+        presence.append(present)
+        if frame.index in (flag_at, flag_at + 1):
+            assert daemon.feedback is not None
+            messages.append(daemon.feedback.apply(FALSE_ALARM))
+
+    import io
+    daemon = Daemon(cfg, sinks=[StdoutSink("dog", "x", stream=io.StringIO())], notifier=Notifier(env={}),
+                    observer=observer)
+    assert daemon.run() == 0
+    return messages, presence
+
+
+def test_a_false_alarm_after_the_episode_applies_within_the_window(tmp_path: Path) -> None:
+    messages, presence = replay_and_flag(tmp_path, window=5.0, flag_at=30)
+    assert presence[30] is False and presence.count(True) > 0           # the episode ended at frame 24
+    assert messages[0].startswith("false alarm of the episode started at 1970-01-01T00:00:01.000Z: ")
+    assert "negative(s) added" in messages[0] and messages[1] == "false_alarm: this episode was already taught"
+
+
+def test_a_false_alarm_after_the_window_changes_nothing(tmp_path: Path) -> None:
+    messages, _ = replay_and_flag(tmp_path, window=0.5, flag_at=30)
+    assert messages[0] == "false_alarm: no episode open or ended in the last 0.5 s; nothing to learn"
+    assert not (tmp_path / "feedback" / BANK_FILE).exists()
