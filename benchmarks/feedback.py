@@ -120,7 +120,7 @@ def cost(model: Path, n_negatives: int = 512, n: int = 300) -> dict:
         neg = rng.standard_normal((n_negatives, runner.embedding_dim)).astype(np.float32)
         neg /= np.linalg.norm(neg, axis=1, keepdims=True)
         bank.negatives, bank.gates = neg, np.full(n_negatives, 0.5, np.float32)
-        bank._active = (bank.negatives, bank.gates)
+        bank._activate()
         adj = []
         for _ in range(n * 10):
             t0 = time.perf_counter()
@@ -164,6 +164,7 @@ def verdict(nodog: list[dict], dog: list[dict], dog_before: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=Path("/tmp/std/model-v3/model.tflite"))
+    ap.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS.relative_to(REPO)})")
     ap.add_argument("--skip-teach", action="store_true")
     ap.add_argument("--skip-acceptance", action="store_true")
     args = ap.parse_args(argv)
@@ -212,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                 teach_dog = replay_all("dog", model, bank_c, work)
                 results["after_teach"] = {"frames": n_frames, "teach_output": last, "nodog": teach_nodog,
                                           "dog": teach_dog, "summary": verdict(teach_nodog, teach_dog, base_dog)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -2,16 +2,21 @@
 
 A *negative* is the embedding of a view the user said was a false alarm. Every scored view gets
 
-    adjust(e) = -w * max(0, max_j (<e, n_j> - gate_j))
+    adjust(e) = -max(0, max_j w_j * (<e, n_j> - gate_j))
 
 added to its score (embeddings are L2-normalised, so the dot product is the cosine similarity):
 
-- `w` is the model's own weight for a background similarity, `score.w_neg` in model.json, or `0.5 * score.w_knn`
-  for a model trained without background (w_neg = 0);
 - `gate_j` is a similarity to `n_j` that none of the label's own photos reach: the largest similarity of any label
   photo embedding in `calibration.npz` (whole views and crop views) to `n_j`, plus `GATE_MARGIN`, and at least
   `GATE_MIN`. So a negative only acts on views that are closer to it than any photo of the label is, and the
   label's photos score exactly as before. Positives the user added ("missed") count as label photos here too.
+- `w_j = max(w, spread / (1 - gate_j))`: a view identical to a flagged one is pushed down by `spread`, the label
+  photos' own score spread over the threshold (p95 of `oof_whole` minus the threshold), whatever the model's score
+  scale; views between the gate and a duplicate by a proportional part of it. `w` is the model's background
+  weight (`score.w_neg`, or `0.5 * score.w_knn` when it was trained without background), the floor and the whole
+  slope for a model without calibration.npz. Measured on the standard model, `w` alone (6.1) left the flagged
+  frames themselves over the threshold (score scale: threshold -16.2, cat frames up to +10 above it), hence the
+  spread (13.9 there, so w_j is about 35 at a typical gate of 0.6).
 
 Safety: a negative that the label's photos come closer to than `GATE_MAX` cannot act without acting on the label
 (the user flagged a real one, or a photo of one) and is refused. After every change the label's photos are
@@ -59,6 +64,7 @@ GATE_MARGIN = 0.02         # gap kept between the closest label photo and where 
 GATE_MAX = 0.98            # a negative whose gate would be higher is as close to a label photo as to itself: refused
 DEFAULT_GATE = 0.9         # models without calibration.npz: no label photos to measure, act on near-duplicates only
 DEFAULT_WEIGHT = 1.0
+SPREAD_PERCENTILE = 95     # how far a duplicate of a negative is pushed: label photos' p95 score - threshold
 
 
 class BankMismatch(ConfigError):
@@ -102,6 +108,12 @@ class LabelReference:
             return None
         return cls(np.concatenate([whole, crop]), whole, oof, float(cal.get("threshold", card.threshold)),
                    float(cal.get("target_recall", 0.95)))
+
+    def spread(self) -> float | None:
+        if not len(self.oof_whole):
+            return None
+        value = float(np.percentile(self.oof_whole, SPREAD_PERCENTILE)) - self.threshold
+        return value if value > 0 else None
 
     def recall(self, adjust: np.ndarray | None = None) -> float:
         scores = self.oof_whole if adjust is None else self.oof_whole + adjust
@@ -160,6 +172,9 @@ class FeedbackBank:
         self.max_negatives = int(max_negatives)
         self.max_positives = int(max_positives)
         self.gate_quantile = float(gate_quantile)
+        # The label's own score spread over the threshold (p95 of its out-of-fold scores minus the threshold): a
+        # view identical to a flagged one is pushed down by this much, whatever the model's score scale.
+        self.spread = reference.spread() if reference is not None else None
         self._lock = threading.RLock()
         self._stat: tuple[int, int, int] | None = None
         self._clear()
@@ -173,16 +188,26 @@ class FeedbackBank:
         self.positives = np.zeros((0, d), np.float32)
         self.pos_added = np.zeros(0, np.float64)
         self.pos_sources: list[str] = []
-        self._active = (self.negatives, self.gates)
+        self._activate()
 
     # -- scoring (the frame loop; lock-free: `_active` is swapped in one assignment) ---------------------
 
+    def weights_for(self, gates: np.ndarray) -> np.ndarray:
+        """Each negative's slope: the label's score spread over (1 - its gate), at least the model's weight."""
+        if self.spread is None:
+            return np.full(len(gates), self.weight, np.float32)
+        return np.maximum(self.weight, self.spread / np.maximum(1.0 - gates, 0.02)).astype(np.float32)
+
+    def _activate(self) -> None:
+        self._active = (self.negatives, self.gates, self.weights_for(self.gates))
+
     def adjust(self, embedding: np.ndarray) -> float:
-        negatives, gates = self._active
+        negatives, gates, weights = self._active
         if not len(negatives):
             return 0.0
-        excess = float(np.max(negatives @ embedding - gates))
-        return -self.weight * excess if excess > 0 else 0.0
+        excess = negatives @ embedding - gates
+        worst = float(np.max(weights * excess))
+        return -worst if worst > 0 else 0.0
 
     def adjust_many(self, embeddings: np.ndarray, negatives: np.ndarray | None = None,
                     gates: np.ndarray | None = None) -> np.ndarray:
@@ -190,8 +215,8 @@ class FeedbackBank:
         gates = self.gates if gates is None else gates
         if not len(negatives) or not len(embeddings):
             return np.zeros(len(embeddings), np.float32)
-        excess = np.max(np.asarray(embeddings, np.float32) @ negatives.T - gates[None, :], axis=1)
-        return (-self.weight * np.maximum(excess, 0.0)).astype(np.float32)
+        excess = (np.asarray(embeddings, np.float32) @ negatives.T - gates[None, :]) * self.weights_for(gates)[None, :]
+        return (-np.maximum(np.max(excess, axis=1), 0.0)).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.negatives)
@@ -310,7 +335,7 @@ class FeedbackBank:
             log.info("feedback: %d negative(s) removed: now as close to a confirmed %s view as to themselves",
                      int((~keep).sum()), "label")
             self._take_negatives(keep)
-        self._active = (self.negatives, self.gates)
+        self._activate()
 
     def _take_negatives(self, keep: np.ndarray) -> None:
         self.negatives, self.gates, self.neg_added = self.negatives[keep], self.gates[keep], self.neg_added[keep]
@@ -322,7 +347,7 @@ class FeedbackBank:
             keep = np.zeros(n, bool)
             keep[greedy_coreset(self.negatives, self.max_negatives)] = True
             self._take_negatives(keep)
-        self._active = (self.negatives, self.gates)
+        self._activate()
         return n - len(self.negatives)
 
     # -- files -----------------------------------------------------------------------------------------------
@@ -403,7 +428,7 @@ class FeedbackBank:
                 log.warning("feedback: %d negative(s) in %s are too close to the label's photos for this model: "
                             "not used", int((~keep).sum()), self.path)
                 self._take_negatives(keep)
-            self._active = (self.negatives, self.gates)
+            self._activate()
             return True
 
     def _set_aside(self, exc: Exception) -> None:
@@ -428,8 +453,9 @@ class FeedbackBank:
         return True
 
     def describe(self) -> str:
+        push = f"push {self.spread:.3g}" if self.spread is not None else f"weight {self.weight:.3g}"
         return (f"{len(self.negatives)} negative(s) (max {self.max_negatives}), {len(self.positives)} positive(s), "
-                f"weight {self.weight:.3g}, in {self.path}")
+                f"{push}, in {self.path}")
 
     @classmethod
     def open(cls, directory: str | Path, model_path: str | Path, card: ModelCard, dim: int,
