@@ -397,3 +397,21 @@ def test_a_false_alarm_after_the_window_changes_nothing(tmp_path: Path) -> None:
     messages, _ = replay_and_flag(tmp_path, window=0.5, flag_at=30)
     assert messages[0] == "false_alarm: no episode open or ended in the last 0.5 s; nothing to learn"
     assert not (tmp_path / "feedback" / BANK_FILE).exists()
+
+
+def test_the_daemon_runs_without_feedback_when_the_bank_is_another_models(tmp_path: Path, runner: Runner,
+                                                                          caplog) -> None:
+    from device.config import load_config
+    from device.feedback import FeedbackController
+
+    bank_dir = tmp_path / "feedback"
+    FeedbackBank(bank_dir, dim=5).add_negatives(np.eye(1, 5, dtype=np.float32), ["from another model"])
+    cfg = load_config(write_config(tmp_path, tmp_path, bank_dir))
+    assert runner.card is not None
+    with caplog.at_level(logging.ERROR, logger="device.feedback"):
+        assert FeedbackController.create(cfg, runner, runner.card, 0.5) is None
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("feedback: off: ") and "5-d embeddings but this model has 3-d" in line
+    assert (bank_dir / BANK_FILE).exists()                                   # left for the user to decide
+    cfg.feedback.enabled = False
+    assert FeedbackController.create(cfg, runner, runner.card, 0.5) is None
