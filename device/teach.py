@@ -11,6 +11,7 @@ Each image is embedded by the model the way the daemon sees a frame's whole view
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,21 @@ def embed_images(runner: Runner, paths: list[Path], mirror: bool = True
     return embeddings, sources, images
 
 
+def match_owner(directory: Path) -> None:
+    """Run as root (sudo), give what teach wrote to the owner of the state directory above it (the daemon's user),
+    so the daemon can still write the bank; `sudo -u edge-device edge-device teach …` needs none of this."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not directory.is_dir():
+        return
+    st = directory.parent.stat()
+    if st.st_uid == 0:
+        return
+    for path in [directory, *directory.rglob("*")]:
+        try:
+            os.chown(path, st.st_uid, st.st_gid)
+        except OSError as exc:
+            print(f"{PROG}: cannot hand {path} to uid {st.st_uid} ({exc.strerror or exc})", file=sys.stderr)
+
+
 def run_teach(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -100,6 +116,7 @@ def run_teach(args: argparse.Namespace) -> int:
         negatives, positives = bank.forget()
         print(f"forgot {negatives} negative(s) and {positives} positive(s); the kept JPEGs in "
               f"{bank.dir / FRAMES_DIR} and {bank.dir / MISSED_DIR} stay for retraining")
+        match_owner(bank.dir)
         return 0
     negative = args.not_ is not None
     paths = expand(args.not_ if negative else args.is_)
@@ -124,6 +141,7 @@ def run_teach(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"{PROG}: cannot keep a copy of {path} in {kept.dir} ({exc})", file=sys.stderr)
     print(f"{result.summary('negative' if negative else 'positive')}; bank: {bank.describe()}")
+    match_owner(bank.dir)
     return 0
 
 

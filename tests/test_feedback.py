@@ -415,3 +415,15 @@ def test_the_daemon_runs_without_feedback_when_the_bank_is_another_models(tmp_pa
     assert (bank_dir / BANK_FILE).exists()                                   # left for the user to decide
     cfg.feedback.enabled = False
     assert FeedbackController.create(cfg, runner, runner.card, 0.5) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root, as `sudo edge-device teach`")
+def test_teach_as_root_hands_the_bank_to_the_daemons_user(tmp_path: Path) -> None:
+    from device.teach import match_owner
+
+    state = tmp_path / "state"
+    (state / "feedback" / "frames").mkdir(parents=True)
+    (state / "feedback" / "frames" / "a.jpg").write_bytes(b"x")
+    os.chown(state, 4321, 4321)
+    match_owner(state / "feedback")
+    assert {p.stat().st_uid for p in [state / "feedback", *(state / "feedback").rglob("*")]} == {4321}
