@@ -230,5 +230,8 @@ class FeedbackController:
     def _apply_logged(self, command: str) -> None:
         try:
             self.apply(command)
+        except OSError as exc:
+            log.error("feedback: %s not learnt: cannot write the bank in %s (%s); check [feedback] dir and its "
+                      "permissions", command, self.bank.dir, exc.strerror or exc)
         except Exception:  # noqa: BLE001 - a failed teach must not stop detection
             log.exception("feedback: %s failed", command)

@@ -427,3 +427,27 @@ def test_teach_as_root_hands_the_bank_to_the_daemons_user(tmp_path: Path) -> Non
     os.chown(state, 4321, 4321)
     match_owner(state / "feedback")
     assert {p.stat().st_uid for p in [state / "feedback", *(state / "feedback").rglob("*")]} == {4321}
+
+
+def test_an_unwritable_bank_is_one_line_and_detection_goes_on(tmp_path: Path, runner: Runner, caplog) -> None:
+    from device.config import load_config
+    from device.feedback import Episode, FeedbackController
+
+    assert runner.card is not None
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the bank's folder should be")
+    with caplog.at_level(logging.ERROR, logger="device.feedback"):    # at start: feedback off, one line
+        cfg = load_config(write_config(tmp_path, tmp_path, blocker / "feedback"))
+        assert FeedbackController.create(cfg, runner, runner.card, 0.5) is None
+    assert [r.getMessage()[:40] for r in caplog.records] == ["feedback: off: cannot use [feedback] dir"]
+    caplog.clear()
+    cfg = load_config(write_config(tmp_path, tmp_path, tmp_path / "feedback"))
+    controller = FeedbackController.create(cfg, runner, runner.card, 0.5)
+    assert controller is not None
+    (tmp_path / "feedback").write_text("the folder became a file")        # while running: the flag is not learnt
+    controller.current = Episode(started_at=0.0, embeddings=[embed(runner, CAT)], sources=["cat"])
+    with caplog.at_level(logging.ERROR, logger="device.feedback"):
+        controller._apply_logged("false_alarm")
+    [record] = caplog.records
+    assert record.getMessage().startswith("feedback: false_alarm not learnt: cannot write the bank in")
+    assert not record.exc_info
