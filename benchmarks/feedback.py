@@ -62,23 +62,79 @@ def write_config(path: Path, clip: Path, model: Path, bank_dir: Path) -> Path:
     return path
 
 
-def replay(clip: Path, model: Path, bank_dir: Path, work: Path, flag: bool = False) -> dict:
-    """Replay one clip through `Daemon.run()`; with `flag`, flag its first episode as a false alarm."""
+class Broker:
+    """A real Mosquitto on loopback, and a client that presses the false-alarm button (publishes to the topic)."""
+
+    def __init__(self, work: Path) -> None:
+        import shutil
+        import socket
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        conf = work / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-phone")
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+
+    def sink(self):
+        from device.sinks.mqtt import MqttConfig, MqttSink
+
+        sink = MqttSink(MqttConfig(host="127.0.0.1", port=self.port, device_id="bench", discovery=False),
+                        "dog", "bench", 0.0)
+        sink.start()
+        deadline = time.monotonic() + 10
+        while not sink.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return sink
+
+    def press(self, topic: str) -> None:
+        self.client.publish(topic, FALSE_ALARM, qos=1).wait_for_publish(5)
+        time.sleep(0.3)   # the replay runs faster than real time: let the press land at this point of the clip
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def replay(clip: Path, model: Path, bank_dir: Path, work: Path, flag: bool = False, broker: Broker | None = None
+           ) -> dict:
+    """Replay one clip through `Daemon.run()`; with `flag`, flag its first episode as a false alarm: by the call the
+    MQTT handler makes, or with `broker` by publishing `false_alarm` to the feedback topic of a real broker."""
     cfg = load_config(write_config(work / "config.toml", clip, model, bank_dir))
     sink = Collect()
+    sinks: list[Sink] = [sink]
+    mqtt_sink = broker.sink() if broker is not None and flag else None
+    if mqtt_sink is not None:
+        sinks.append(mqtt_sink)
     state = {"started": None, "flagged": None, "was": False}
     daemon: Daemon
+
+    def press() -> str:
+        if mqtt_sink is not None and broker is not None:
+            broker.press(mqtt_sink.topic("dog/feedback"))
+            return "published false_alarm"
+        assert daemon.feedback is not None
+        return daemon.feedback.apply(FALSE_ALARM)
 
     def observer(frame, scored, present) -> None:
         if present and not state["was"]:
             state["started"] = frame.t
         due = state["started"] is not None and (not present or frame.t - state["started"] >= FLAG_AFTER_S)
         if flag and state["flagged"] is None and due:
-            assert daemon.feedback is not None
-            state["flagged"] = daemon.feedback.apply(FALSE_ALARM)
+            state["flagged"] = press()
         state["was"] = present
 
-    daemon = Daemon(cfg, sinks=[sink], notifier=Notifier(env={}), stats_every=1e9, observer=observer)
+    daemon = Daemon(cfg, sinks=sinks, notifier=Notifier(env={}), stats_every=1e9, observer=observer)
     t0 = time.perf_counter()
     daemon.run()
     seconds = time.perf_counter() - t0
@@ -94,10 +150,11 @@ def clips(kind: str) -> list[Path]:
     return sorted((VIDEO / kind).glob("*.mp4"))
 
 
-def replay_all(kind: str, model: Path, bank_dir: Path, work: Path, flag: bool = False) -> list[dict]:
+def replay_all(kind: str, model: Path, bank_dir: Path, work: Path, flag: bool = False,
+               broker: Broker | None = None) -> list[dict]:
     out = []
     for clip in clips(kind):
-        r = replay(clip, model, bank_dir, work, flag=flag)
+        r = replay(clip, model, bank_dir, work, flag=flag, broker=broker)
         print(f"  {r['clip']}: {r['events']} event(s){'  flag: ' + r['flag'][:100] if r['flag'] else ''}",
               flush=True)
         out.append(r)
@@ -167,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS.relative_to(REPO)})")
     ap.add_argument("--skip-teach", action="store_true")
     ap.add_argument("--skip-acceptance", action="store_true")
+    ap.add_argument("--broker", action="store_true", help="flag over a real Mosquitto (publish to the feedback topic)")
     args = ap.parse_args(argv)
     model = args.model.resolve()
     sha = json.loads(model.with_name("model.json").read_text())["sha256"]
@@ -182,8 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             base_nodog = replay_all("nodog", model, empty, work)
             base_dog = replay_all("dog", model, empty, work)
             bank = work / "bank-mqtt"
-            print("(b) flagging the first false alarm of each firing nodog clip (one shared bank)", flush=True)
-            flagging = replay_all("nodog", model, bank, work, flag=True)
+            print(f"(b) flagging the first false alarm of each firing nodog clip (one shared bank"
+                  f"{', over a real MQTT broker' if args.broker else ''})", flush=True)
+            broker = Broker(work) if args.broker else None
+            try:
+                flagging = replay_all("nodog", model, bank, work, flag=True, broker=broker)
+            finally:
+                if broker is not None:
+                    broker.close()
+            results["flag_path"] = "mqtt broker" if args.broker else "in-process FeedbackController.apply"
             print("(b) replay with the bank", flush=True)
             after_nodog = replay_all("nodog", model, bank, work)
             after_dog = replay_all("dog", model, bank, work)
