@@ -10,9 +10,15 @@
 (c) the same with `edge-device teach --not` (the real CLI, a fresh bank) fed JPEGs of the first false-alarm
     episode of each firing nodog clip (frames at the daemon's 5 fps, the episode's first 5 s).
 
-    python benchmarks/feedback.py --model /tmp/std/model-v3/model.tflite [--skip-teach]
+(b') with `--broker`, the flags of (b) are published to `<base>/<device>/dog/feedback` on a real Mosquitto and reach
+    the daemon through its MQTT sink (an episode that runs to the clip's end is flagged in-process after the run).
 
-Writes benchmarks/results/feedback.json and prints a table.
+    python benchmarks/feedback.py --model /tmp/std/model-v3/model.tflite [--skip-teach] [--broker] [--out FILE]
+
+Writes benchmarks/results/feedback.json (or --out) and prints a table. Stored results: feedback.json (standard model),
+feedback_broker.json (the same over a real broker), feedback_t80.json and feedback_broker_t80.json (the small 128 px
+model trained on 80 dogs, which fires on 7 of the 12 nodog clips), feedback_brief_weight.json (the standard model with
+the first weighting, w = 0.5 * w_knn alone, before the label-spread slope).
 """
 
 from __future__ import annotations
