@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--every", type=float, default=1.0, metavar="S", help="seconds between frames (default 1)")
     capture.add_argument("--count", type=int, default=50, metavar="N", help="frames to save (default 50)")
     capture.set_defaults(fn=_cmd_capture)
+    from device.teach import add_parser as add_teach
+
+    add_teach(sub, with_config)
     return parser
 
 

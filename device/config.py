@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-device/config.toml")
 DEFAULT_MODEL_PATH = "/var/lib/edge-device/model.tflite"
+DEFAULT_FEEDBACK_DIR = "/var/lib/edge-device/feedback"
 
 
 @dataclass
@@ -104,6 +105,27 @@ class SnapshotConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    """The `[feedback]` table: what the user flags (MQTT, `edge-device teach`) changes scores at once."""
+
+    enabled: bool = True
+    dir: str = DEFAULT_FEEDBACK_DIR     # bank.npz, frames/ (flagged JPEGs), missed/
+    window: float = 60.0                # a false_alarm this many seconds after an episode ended applies to it
+    max_negatives: int = 512            # bank bound (a k-centre coreset keeps it spread out)
+    max_frames: int = 200               # flagged JPEGs kept in frames/ and in missed/ (oldest removed)
+
+    def __post_init__(self) -> None:
+        if not self.dir.strip():
+            raise ValueError("feedback.dir must not be empty")
+        if not (math.isfinite(self.window) and self.window >= 0):
+            raise ValueError(f"feedback.window must be zero or more seconds, got {self.window}")
+        if not 1 <= self.max_negatives <= 100_000:
+            raise ValueError(f"feedback.max_negatives must be between 1 and 100000, got {self.max_negatives}")
+        if not 0 <= self.max_frames <= 100_000:
+            raise ValueError(f"feedback.max_frames must be between 0 and 100000, got {self.max_frames}")
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
 
@@ -121,6 +143,7 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     mqtt: MqttConfig | None = None
     gpio: GpioConfig | None = None
 
@@ -143,6 +166,7 @@ _SECTIONS: dict[str, Any] = {
     "detect": DetectConfig,
     "snapshot": SnapshotConfig,
     "log": LogConfig,
+    "feedback": FeedbackConfig,
     "mqtt": _parse_mqtt,
     "gpio": _parse_gpio,
 }

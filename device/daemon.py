@@ -24,7 +24,9 @@ from device.config import Config
 from device.debounce import Decider
 from device.errors import SourceError
 from device.events import StateChange, iso_utc
+from device.feedback import FeedbackController
 from device.frame import Frame
+from device.model_card import ModelCard
 from device.model_update import ModelUpdates
 from device.runner import Runner
 from device.scoring import FrameScore, FrameScorer
@@ -120,6 +122,7 @@ class Daemon:
         self._stop = threading.Event()
         self.last_frame: Frame | None = None     # the frame being scored (model updates test a new model on it)
         self.model_updates: ModelUpdates | None = None
+        self.feedback: FeedbackController | None = None   # set by run(); None when [feedback] is off
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -169,7 +172,9 @@ class Daemon:
         assert card is not None
         thresholds = card.thresholds(cfg.model.threshold)
         threshold = thresholds.whole
-        scorer = FrameScorer(runner, thresholds, cfg.detect, cfg.camera.region)
+        self.feedback = FeedbackController.create(cfg, runner, card, threshold)
+        scorer = FrameScorer(runner, thresholds, cfg.detect, cfg.camera.region,
+                             adjust=self.feedback.adjust if self.feedback is not None else None)
         decider = Decider(card.label, threshold, cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay)
         log.info("model %s: label %r, threshold %.4f, crops %.4f (%s), %s", model_path, card.label, threshold,
                  thresholds.crop, "config override" if cfg.model.threshold is not None else "model.json",
@@ -186,6 +191,14 @@ class Daemon:
             sinks = self.sinks if self.sinks is not None else build_sinks(cfg, card.label, card.sha256, threshold,
                                                                           confidence_scale(card))
             self.model_updates = ModelUpdates(self, cfg, runner, card, scorer, decider, sinks)
+            if self.feedback is not None:
+                self.feedback.attach(sinks, self.call_between_frames)
+
+                def rebind_feedback(new_runner: Runner, new_card: ModelCard) -> None:
+                    if self.feedback is not None and not self.feedback.rebind(cfg, new_runner, new_card):
+                        self.feedback, scorer.adjust = None, None
+
+                self.model_updates.on_swap.append(rebind_feedback)
             self.model_updates.start()
             self.notifier.ready(f"watching {source.name} for {card.label!r}")
             log.info("ready: %s %s, %dx%d, threshold %.3f, on %d/%d frames, off after %.1f s",
@@ -216,6 +229,8 @@ class Daemon:
         while frame is not None and not self._stop.is_set():
             self._run_pending()
             self.last_frame = frame
+            if self.feedback is not None:
+                self.feedback.poll()
             scored = scorer.score(frame.image)
             score = scored.score
             stats.add(score, scored.inference_ms, scored.invocations)
@@ -223,6 +238,8 @@ class Daemon:
             if keep_snapshot and not decider.present:
                 recent.append((score, frame))
             change = decider.update(score, frame.t)
+            if self.feedback is not None:   # "not a dog": the episode's views, a flagged episode ends at once
+                change = self.feedback.after_frame(frame, scored, decider, change)
             if self.observer is not None:
                 self.observer(frame, scored, decider.present)
             if change is not None:

@@ -81,6 +81,12 @@ class Decider:
             return None
         return self._end(self._last_score, t)
 
+    def force_off(self, score: float, t: float) -> StateChange | None:
+        """End the open episode now (the user flagged it a false alarm and the frame no longer scores positive)."""
+        if not self.present:
+            return None
+        return self._end(float(score), t)
+
     def _end(self, score: float, t: float) -> StateChange:
         # ended_at is when the subject was last seen; `at` is when the decision was made.
         change = StateChange(present=False, at=t, event=self._event("end", score, self._last_positive_t))

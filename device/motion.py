@@ -7,8 +7,8 @@ Per frame: grey at `height` rows, contrast stretched by the recent 4th/96th perc
 drift is not motion), a light blur, then the absolute difference to a running average, thresholded. The
 running average keeps a trail of where a subject has been (a second or so), which would make the region
 around a walking dog several times its size; so only pixels that also changed since the previous frame count
-(the subject where it is now), then the mask is dilated and split into contours. A frame where most of the picture changes (lights on, IR switch, camera
-moved) resets the average instead of reporting motion everywhere.
+(the subject where it is now), then the mask is dilated and split into contours. A frame where most of the
+picture changes (lights on, IR switch, camera moved) resets the average instead of reporting motion everywhere.
 """
 
 from __future__ import annotations

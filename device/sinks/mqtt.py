@@ -192,6 +192,7 @@ class MqttSink(Sink):
 
         self._lock = threading.Lock()
         self._commands: dict[str, Callable[[bytes], None]] = {}   # full topic -> handler (paho's thread)
+        self._entities: dict[str, dict[str, Any]] = {}            # discovery topic -> extra entity config
         self._present: bool | None = None        # None until the first decision: OFF is published on connect
         self._last_snapshot: bytes | None = None
         self._snapshot_pending = False           # a snapshot arrived while the broker was away
@@ -273,6 +274,17 @@ class MqttSink(Sink):
             self._commands[topic] = handler
             if self._client.is_connected():
                 self._client.subscribe(topic, qos=1)
+
+    def add_discovery(self, component: str, suffix: str, config: dict[str, Any]) -> str:
+        """Another Home Assistant entity on this device (e.g. the feedback buttons): its unique id, availability and
+        device are added; announced now if connected and on every connect. Returns its discovery topic."""
+        object_id = f"{self.object_id}_{topic_slug(suffix)}"
+        topic = f"{self.cfg.discovery_prefix}/{component}/{object_id}/config"
+        with self._lock:
+            self._entities[topic] = {"unique_id": object_id, **config}
+            if self.cfg.discovery and not self._closing and self._client.is_connected():
+                self._publish(topic, json.dumps(self.discovery_configs()[topic]), retain=True)
+        return topic
 
     def publish_retained(self, topic: str, payload: str | bytes) -> bool:
         """A retained status message (e.g. the model in use); dropped while the broker is away."""
@@ -453,6 +465,7 @@ class MqttSink(Sink):
         }
         configs = {self.discovery_topic: sensor, self.image_discovery_topic: image if self.cfg.snapshot else None}
         configs.update(self._extra_discovery(common))
+        configs.update({topic: {**entity, **common} for topic, entity in self._entities.items()})
         return configs
 
     def _extra_discovery(self, common: dict[str, Any]) -> dict[str, dict[str, Any] | None]:

@@ -1,0 +1,255 @@
+"""The daemon's side of "not a dog": remember what each episode looked like, and learn from the user's flag at once.
+
+Per episode the daemon keeps the embeddings of the views that were positive (the whole view and/or the crops whose
+margin was >= 0, `FrameScore.views`), including the frames of the debounce window that turned it on. A
+`false_alarm` (MQTT `<base_topic>/<device_id>/<label>/feedback`, a Home Assistant button) turns them into
+negatives of the feedback bank (`device.feedback_bank`): the open episode's, or the last one's if it ended less than
+`[feedback] window` seconds ago (frame time). From the next frame on, the bank lowers every similar view's score; the
+flagged episode ends at the first frame that no longer scores positive (the debouncer is forced off, no 30 s wait).
+A `missed` stores the current frame's whole view as a positive (kept for retraining; see the bank's docstring).
+The flagged frames are kept as JPEGs in `<dir>/frames` (and `missed` ones in `<dir>/missed`).
+
+Thread safety: MQTT messages arrive on paho's thread; they are only parsed there and the work is queued for the frame
+loop (`Daemon.call_between_frames`), so the bank and the episode state are only ever touched between two frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from device.events import StateChange, iso_utc
+from device.feedback_bank import FRAMES_DIR, MISSED_DIR, BankMismatch, FeedbackBank, FrameStore
+
+if TYPE_CHECKING:
+    from device.config import Config, FeedbackConfig
+    from device.debounce import Decider
+    from device.frame import Frame
+    from device.model_card import ModelCard
+    from device.runner import Runner
+    from device.scoring import FrameScore
+
+log = logging.getLogger(__name__)
+
+FALSE_ALARM, MISSED = "false_alarm", "missed"
+COMMANDS = (FALSE_ALARM, MISSED)
+MAX_EPISODE_EMBEDDINGS = 256     # per episode; when full, every other one is dropped (spread over the episode)
+MAX_EPISODE_IMAGES = 6           # frames of an episode kept for JPEGs: positive frames 1, 2, 4, 8, … (the last 6)
+
+
+@dataclass
+class Episode:
+    started_at: float
+    ended_at: float | None = None
+    positives: int = 0
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    images: deque = field(default_factory=lambda: deque(maxlen=MAX_EPISODE_IMAGES))
+
+    def add(self, t: float, views: Sequence[Any], image: np.ndarray | None) -> None:
+        if not views:
+            return
+        self.positives += 1
+        for v in views:
+            self.embeddings.append(np.array(v.embedding, np.float32))
+            self.sources.append(f"false alarm {iso_utc(t)} {v.kind} {v.box.as_list()}")
+        if len(self.embeddings) > MAX_EPISODE_EMBEDDINGS:
+            self.embeddings, self.sources = self.embeddings[::2], self.sources[::2]
+        if image is not None and self.positives & (self.positives - 1) == 0:   # 1, 2, 4, 8, …
+            self.images.append((t, image.copy()))
+
+
+class FeedbackController:
+    def __init__(self, cfg: FeedbackConfig, bank: FeedbackBank, label: str, threshold: float,
+                 pre_frames: int = 8) -> None:
+        self.cfg = cfg
+        self.bank = bank
+        self.label = label
+        self.threshold = float(threshold)
+        self.frames = FrameStore(bank.dir / FRAMES_DIR, cfg.max_frames)
+        self.missed_frames = FrameStore(bank.dir / MISSED_DIR, cfg.max_frames)
+        self._pre: deque[tuple[float, list, np.ndarray | None]] = deque(maxlen=max(1, pre_frames))
+        self.current: Episode | None = None
+        self.last: Episode | None = None
+        self._now = 0.0
+        self._last_frame: tuple[Frame, FrameScore] | None = None
+        self._end_flagged = False
+        self._reload_failed = False
+
+    @classmethod
+    def create(cls, cfg: Config, runner: Runner, card: ModelCard, threshold: float) -> FeedbackController | None:
+        """The controller for this daemon, or None (with one log line) when feedback cannot or must not run."""
+        fc = cfg.feedback
+        if not fc.enabled:
+            return None
+        if not runner.embedding_dim:
+            log.info("feedback: off (the model has no embedding output; re-export it with this version)")
+            return None
+        try:
+            bank = FeedbackBank.open(fc.dir, cfg.model.path, card, runner.embedding_dim, fc.max_negatives)
+        except BankMismatch as exc:
+            log.error("feedback: off: %s", exc)
+            return None
+        except OSError as exc:
+            log.error("feedback: off: cannot use [feedback] dir %s (%s); make it writable (StateDirectory)",
+                      fc.dir, exc.strerror or exc)
+            return None
+        log.info("feedback: %s", bank.describe())
+        return cls(fc, bank, card.label, threshold, cfg.detect.window)
+
+    def rebind(self, cfg: Config, runner: Runner, card: ModelCard) -> bool:
+        """After a model swap: the bank re-opened for the new model (its label photos set the gates); False, with
+        one log line, when the bank cannot serve it (then feedback is off until a restart)."""
+        if not runner.embedding_dim:
+            log.error("feedback: off: the new model has no embedding output")
+            return False
+        try:
+            bank = FeedbackBank.open(cfg.feedback.dir, runner.model_path, card, runner.embedding_dim,
+                                     cfg.feedback.max_negatives)
+        except (BankMismatch, OSError) as exc:
+            log.error("feedback: off after the model swap: %s", exc)
+            return False
+        self.bank, self.label = bank, card.label
+        self.threshold = card.thresholds(cfg.model.threshold).whole
+        self.current = self.last = None
+        log.info("feedback (new model): %s", bank.describe())
+        return True
+
+    # -- the frame loop -------------------------------------------------------------------------------------
+
+    def adjust(self, embedding: np.ndarray) -> float:
+        return self.bank.adjust(embedding)
+
+    def poll(self) -> None:
+        """Between frames: pick up a bank file changed by `edge-device teach`."""
+        try:
+            if self.bank.reload_if_changed():
+                self._reload_failed = False
+                log.info("feedback: bank file changed, reloaded: %s", self.bank.describe())
+        except BankMismatch as exc:
+            if not self._reload_failed:
+                log.error("feedback: %s; keeping the bank in memory", exc)
+            self._reload_failed = True
+
+    def after_frame(self, frame: Frame, scored: FrameScore, decider: Decider,
+                    change: StateChange | None) -> StateChange | None:
+        """Record the frame's positive views for its episode; end a flagged episode once a frame is negative."""
+        self._now = frame.t
+        self._last_frame = (frame, scored)
+        if self._end_flagged and change is None and decider.present and scored.score < self.threshold:
+            change = decider.force_off(scored.score, frame.t)
+            if change is not None:
+                log.info("feedback: the flagged episode ends now (score %.3f < %.3f)", scored.score, self.threshold)
+        views = [v for v in scored.views if v.margin >= 0 and v.embedding is not None]
+        if self.current is None:
+            self._pre.append((frame.t, views, frame.image if views else None))
+            if change is not None and change.present:
+                self.current = Episode(started_at=change.event.started_at)
+                for t, v, image in self._pre:
+                    self.current.add(t, v, image)
+                self._pre.clear()
+        else:
+            self.current.add(frame.t, views, frame.image)
+            if change is not None and not change.present:
+                self.current.ended_at = frame.t
+                self.last, self.current = self.current, None
+                self._end_flagged = False
+        return change
+
+    # -- commands (run on the frame loop's thread) ------------------------------------------------------------
+
+    def apply(self, command: str) -> str:
+        if command == FALSE_ALARM:
+            return self.false_alarm()
+        if command == MISSED:
+            return self.missed()
+        raise ValueError(f"unknown feedback command {command!r}")
+
+    def false_alarm(self) -> str:
+        episode = self.current
+        if episode is None and self.last is not None and self.last.ended_at is not None \
+                and self._now - self.last.ended_at <= self.cfg.window:
+            episode = self.last
+        if episode is None:
+            msg = f"false_alarm: no episode open or ended in the last {self.cfg.window:g} s; nothing to learn"
+            log.info("feedback: %s", msg)
+            return msg
+        if not episode.embeddings:
+            msg = "false_alarm: this episode was already taught"
+            log.info("feedback: %s", msg)
+            return msg
+        result = self.bank.add_negatives(np.stack(episode.embeddings), episode.sources)
+        for t, image in episode.images:
+            self._keep(self.frames, image, "false_alarm", t)
+        episode.embeddings, episode.sources = [], []
+        episode.images.clear()
+        if episode is self.current:
+            self._end_flagged = True
+        msg = (f"false alarm of the episode started at {iso_utc(episode.started_at)}: {result.summary()}; "
+               f"bank: {self.bank.describe()}")
+        for source, reason in result.refused[:3]:
+            log.warning("feedback: refused %s: %s", source, reason)
+        log.info("feedback: %s", msg)
+        return msg
+
+    def missed(self) -> str:
+        if self._last_frame is None:
+            return "missed: no frame scored yet"
+        frame, scored = self._last_frame
+        whole = scored.views[0]
+        if whole.embedding is None:
+            return "missed: the model gave no embedding"
+        result = self.bank.add_positives(whole.embedding[None, :], [f"missed {iso_utc(frame.t)}"])
+        self._keep(self.missed_frames, frame.image, "missed", frame.t)
+        msg = f"missed: {result.summary('positive')} (kept for retraining); bank: {self.bank.describe()}"
+        log.info("feedback: %s", msg)
+        return msg
+
+    @staticmethod
+    def _keep(store: FrameStore, image: np.ndarray, prefix: str, t: float) -> None:
+        from device.snapshot import encode_jpeg
+
+        try:
+            store.add(encode_jpeg(image, quality=95), prefix)
+        except (OSError, ValueError) as exc:
+            log.warning("feedback: cannot keep the frame in %s (%s)", store.dir, exc)
+
+    # -- MQTT ---------------------------------------------------------------------------------------------------
+
+    def attach(self, sinks: Sequence[Any], schedule: Callable[[Callable[[], None]], None]) -> None:
+        """Listen on each MQTT sink's `<label>/feedback` topic and announce the two Home Assistant buttons."""
+        for sink in sinks:
+            if not hasattr(sink, "on_command"):
+                continue
+            topic = sink.topic(f"{sink.label_slug}/feedback")
+
+            def on_message(payload: bytes, topic: str = topic) -> None:   # paho's thread: parse, then queue
+                command = payload.decode("utf-8", "replace").strip().lower()
+                if command not in COMMANDS:
+                    log.warning("feedback: unknown payload %r on %s; send %s", payload[:40], topic,
+                                " or ".join(COMMANDS))
+                    return
+                schedule(lambda: self._apply_logged(command))
+
+            sink.on_command(topic, on_message)
+            if hasattr(sink, "add_discovery"):
+                for command, name, icon in ((FALSE_ALARM, "false alarm", "mdi:thumb-down"),
+                                            (MISSED, "missed", "mdi:thumb-up")):
+                    sink.add_discovery("button", command, {
+                        "name": f"{self.label}: {name}", "command_topic": topic, "payload_press": command,
+                        "icon": icon})
+            log.info("feedback: listening on %s", topic)
+
+    def _apply_logged(self, command: str) -> None:
+        try:
+            self.apply(command)
+        except OSError as exc:
+            log.error("feedback: %s not learnt: cannot write the bank in %s (%s); check [feedback] dir and its "
+                      "permissions", command, self.bank.dir, exc.strerror or exc)
+        except Exception:  # noqa: BLE001 - a failed teach must not stop detection
+            log.exception("feedback: %s failed", command)
