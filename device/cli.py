@@ -17,6 +17,7 @@ from device import __version__
 from device.cli_main import run_main, setup_logging
 from device.config import DEFAULT_CONFIG_PATH, Config, load_config
 from device.errors import EX_RUNTIME, EdgeError
+from device.thresholds import decision_thresholds
 
 PROG = "edge-device"
 log = logging.getLogger(PROG)
@@ -64,7 +65,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         runner.append(Runner(path, threads=cfg.model.threads))
         card = runner[0].card
         assert card is not None
-        thresholds = card.thresholds(cfg.model.threshold)
+        thresholds = decision_thresholds(card, path, cfg.model.threshold, cfg.detect.crop_recall)
         return (f"{path}: label {card.label!r}, {card.image_size}px, threshold {thresholds.whole:.4f} "
                 f"(crops {thresholds.crop:.4f}), sha256 {card.sha256[:12]}… verified, {runner[0].backend}")
 
@@ -93,7 +94,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
             card = runner[0].card
             assert card is not None
-            thresholds = card.thresholds(cfg.model.threshold)
+            thresholds = decision_thresholds(card, runner[0].model_path, cfg.model.threshold,
+                                             cfg.detect.crop_recall)
             scorer = FrameScorer(runner[0], thresholds, cfg.detect, cfg.camera.region)
             t0 = time.perf_counter()
             scored = scorer.score(frames[0].image)

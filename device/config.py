@@ -86,9 +86,14 @@ class DetectConfig(ScoringSettings):
     on_frames: int = 6
     window: int = 8
     off_delay: float = 30.0
+    # The crops' threshold at this recall of the label photos' out-of-fold crop views (calibration.npz) instead
+    # of the model's (0.5): higher finds more small, distant subjects and costs more false alarms.
+    crop_recall: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.crop_recall is not None and not 0.0 < self.crop_recall < 1.0:
+            raise ValueError(f"detect.crop_recall must be between 0 and 1 (e.g. 0.9), got {self.crop_recall}")
         if self.window < 1:
             raise ValueError(f"detect.window must be at least 1, got {self.window}")
         if not 1 <= self.on_frames <= self.window:

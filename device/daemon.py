@@ -34,6 +34,7 @@ from device.sd_notify import Notifier
 from device.sinks.base import Sink
 from device.sinks.stdout import StdoutSink
 from device.sources import Source, make_source
+from device.thresholds import decision_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class Daemon:
         runner = Runner(model_path, threads=cfg.model.threads)
         card = runner.card
         assert card is not None
-        thresholds = card.thresholds(cfg.model.threshold)
+        thresholds = decision_thresholds(card, model_path, cfg.model.threshold, cfg.detect.crop_recall)
         threshold = thresholds.whole
         self.feedback = FeedbackController.create(cfg, runner, card, threshold)
         scorer = FrameScorer(runner, thresholds, cfg.detect, cfg.camera.region,

@@ -115,7 +115,7 @@ class FeedbackController:
             log.error("feedback: off after the model swap: %s", exc)
             return False
         self.bank, self.label = bank, card.label
-        self.threshold = card.thresholds(cfg.model.threshold).whole
+        self.threshold = card.thresholds(cfg.model.threshold).whole     # the whole view's: crops do not move it
         self.current = self.last = None
         log.info("feedback (new model): %s", bank.describe())
         return True

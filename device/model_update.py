@@ -37,6 +37,7 @@ from device.model_payload import CARD_FILE, MODEL_FILE, ROLLBACK, PayloadError, 
 from device.model_store import ModelStore, model_files, store_dir
 from device.runner import Runner
 from device.scoring import FrameScorer
+from device.thresholds import decision_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class ModelUpdates:
         self.decider = decider
         self.sinks = sinks
         self.store = ModelStore(store_dir(cfg))
-        thresholds = card.thresholds(cfg.model.threshold)
+        thresholds = decision_thresholds(card, runner.model_path, cfg.model.threshold, cfg.detect.crop_recall)
         self.info = ModelInfo.from_card(card, thresholds.whole, thresholds.crop)
         self._busy = threading.Lock()      # one push at a time
         self._mqtt = [s for s in sinks if hasattr(s, "on_command") and hasattr(s, "keep_retained")]
@@ -206,7 +207,10 @@ class ModelUpdates:
             raise Refused(str(exc)) from None
         card = runner.card
         assert card is not None
-        thresholds = card.thresholds(self.cfg.model.threshold)
+        try:
+            thresholds = decision_thresholds(card, model_path, self.cfg.model.threshold, self.cfg.detect.crop_recall)
+        except EdgeError as exc:
+            raise Refused(str(exc)) from None
         last = getattr(self.daemon, "last_frame", None)
         image = last.image if last is not None else np.zeros((runner.input_size, runner.input_size, 3), np.uint8)
         try:
@@ -230,7 +234,8 @@ class ModelUpdates:
             if change is not None:
                 self.daemon._fan_out(self.sinks, change, None)
         self.scorer.runner = runner
-        self.scorer.thresholds = card.thresholds(self.cfg.model.threshold)
+        self.scorer.thresholds = decision_thresholds(card, runner.model_path, self.cfg.model.threshold,
+                                                     self.cfg.detect.crop_recall)
         self.scorer.reset()
         decider.label = card.label
         decider.threshold = info.threshold

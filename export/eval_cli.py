@@ -42,19 +42,20 @@ def main(argv: list[str] | None = None) -> int:
         from device.runner import Runner
         from device.scoring import FrameScorer
         from device.scoring_settings import ScoringSettings
+        from device.thresholds import decision_thresholds
         from export.evaluate import score_folder
         from export.metrics import detection_metrics
 
-        settings, override = ScoringSettings(), args.threshold
+        settings, override, crop_recall = ScoringSettings(), args.threshold, None
         if args.config is not None:
             cfg = load_config(args.config, require_model=False)
-            settings = cfg.detect
+            settings, crop_recall = cfg.detect, cfg.detect.crop_recall
             override = override if override is not None else cfg.model.threshold
         if args.whole:
             settings = ScoringSettings(regions=False, sweep=False, max_crops=0)
         runner = Runner(args.model, threads=args.threads)
         assert runner.card is not None
-        thresholds = runner.card.thresholds(override)
+        thresholds = decision_thresholds(runner.card, args.model, override, crop_recall)
         scorer = FrameScorer(runner, thresholds, settings)
         pos = score_folder(scorer, args.positives, "positives")
         neg = score_folder(scorer, args.negatives, "negatives")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -451,3 +452,43 @@ def test_an_unwritable_bank_is_one_line_and_detection_goes_on(tmp_path: Path, ru
     [record] = caplog.records
     assert record.getMessage().startswith("feedback: false_alarm not learnt: cannot write the bank in")
     assert not record.exc_info
+
+
+def test_a_swapped_in_model_keeps_the_bank_with_its_own_threshold(tmp_path: Path, runner: Runner) -> None:
+    """A model pushed over MQTT: the bank's negatives keep acting, now with the new card's label and threshold."""
+    from device.config import load_config
+    from device.debounce import Decider
+    from device.feedback import FeedbackController
+    from device.model_payload import encode, read_model_dir
+    from device.model_update import ModelUpdates
+    from device.scoring import FrameScorer
+
+    class Loop:
+        last_frame = None
+
+        def call_between_frames(self, action):
+            action()
+
+    assert runner.card is not None
+    cfg = load_config(write_config(tmp_path, tmp_path, tmp_path / "feedback"))
+    cfg.model.store = str(tmp_path / "store")
+    controller = FeedbackController.create(cfg, runner, runner.card, runner.card.threshold)
+    assert controller is not None
+    cat = embed(runner, CAT)
+    assert controller.bank.add_negatives(cat[None], ["the cat"]).added == 1
+    before = controller.adjust(cat)
+    assert before < 0
+    scorer = FrameScorer(runner, runner.card.thresholds(), cfg.detect, adjust=controller.adjust)
+    updates = ModelUpdates(Loop(), cfg, runner, runner.card, scorer, Decider("dog", runner.card.threshold), [])
+    updates.on_swap.append(lambda r, c: controller.rebind(cfg, r, c) or pytest.fail("rebind refused"))
+    new = tmp_path / "new"
+    new.mkdir()
+    for name in ("model.tflite", "calibration.npz"):
+        shutil.copy(COLOUR.with_name(name), new / name)
+    card = json.loads(COLOUR.with_name("model.json").read_text())
+    (new / "model.json").write_text(json.dumps({**card, "label": "parcel", "threshold": 0.4}))
+    updates._apply(encode(read_model_dir(new))[0], allow_rollback=True)
+    assert updates.last_status["status"] == "ok", updates.last_status
+    assert (controller.label, controller.threshold) == ("parcel", 0.4)
+    assert len(controller.bank) == 1 and controller.adjust(cat) == pytest.approx(before)
+    assert controller.adjust(embed(runner, DOG)) == 0.0          # the label's look stays untouched

@@ -331,7 +331,7 @@ def test_check_fails_on_a_model_store_it_cannot_write(tmp_path: Path, brightness
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     cfg = write_config(tmp_path, write_frames(tmp_path / "frames"), brightness_model,
-                       f'[snapshot]\ndir = "{tmp_path / "snaps"}"\n')
+                       f'[snapshot]\ndir = "{tmp_path / "snaps"}"\n[feedback]\ndir = "{tmp_path / "fb"}"\n')
     cfg.write_text(cfg.read_text().replace("threads = 1\n", f'threads = 1\nstore = "{blocker / "store"}"\n'))
     proc = run_cli("check", "--config", str(cfg))
     assert proc.returncode != 0
@@ -340,7 +340,8 @@ def test_check_fails_on_a_model_store_it_cannot_write(tmp_path: Path, brightness
     cfg.write_text(cfg.read_text().replace(str(blocker / "store"), str(tmp_path / "store")))
     proc = run_cli("check", "--config", str(cfg))
     assert proc.returncode == 0, proc.stdout
-    assert f"OK   store    model store {tmp_path / 'store'}, snapshot dir {tmp_path / 'snaps'} writable" in proc.stdout
+    assert (f"OK   store    model store {tmp_path / 'store'}, snapshot dir {tmp_path / 'snaps'}, "
+            f"feedback dir {tmp_path / 'fb'} writable") in proc.stdout
 
 
 def test_push_edge_never_imports_tensorflow(tmp_path: Path, brightness_model: Path, mosquitto) -> None:

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from device.thresholds import threshold_for_recall
+
 
 @dataclass
 class Calibration:
@@ -24,13 +26,6 @@ class Calibration:
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
     return {f"p{q:02d}": float(np.percentile(x, q)) for q in (1, 5, 10, 25, 50, 75, 90, 95, 99)}
-
-
-def threshold_for_recall(pos: np.ndarray, target_recall: float) -> float:
-    """The highest threshold t with mean(pos >= t) >= target_recall: the fewest alarms at that recall."""
-    pos = np.sort(np.asarray(pos, dtype=np.float64))
-    k = int(np.floor((1.0 - target_recall) * len(pos) + 1e-9))  # positives we may lose
-    return float(pos[min(k, len(pos) - 1)])
 
 
 def calibrate(pos: np.ndarray, target_recall: float, neg: np.ndarray | None = None) -> Calibration:
