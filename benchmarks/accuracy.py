@@ -4,9 +4,10 @@ What is measured, and why:
 - Each configuration is trained by the product's own `training.train.train` with default options (the plain
   `train-edge` run a user gets), and its wall time includes the int8 export and calibration.
 - Test images are scored by the int8 model through the device's own scorer (`FrameScorer.score_still`, via
-  `export.evaluate.score_folder`: what the Raspberry Pi runs, so these are the figures that matter), for two
-  pipelines: `whole` (only the whole view, `[detect] regions = false, sweep = false`) and `default` (the
-  daemon's default config: the whole view plus every sweep crop, a crop hit checked by its zoomed partners).
+  `export.evaluate.score_folder`: what the Raspberry Pi runs, so these are the figures that matter), for the
+  pipelines `whole` (only the whole view, `[detect] regions = false, sweep = false`), `default` (the daemon's
+  default config: the whole view plus every sweep crop, a crop hit checked by its zoomed partners) and `wide`
+  (the default with `[detect] crop_recall = 0.9`, the README's setting for wide views).
   The `whole` rows are also scored by the saved float Keras model (to show what quantisation costs). Recall
   and false-alarm rate are read at the threshold calibrated in model.json, and the false-alarm rate on cats
   alone, the hardest negatives of a dog detector, is reported beside the overall.
@@ -42,6 +43,7 @@ from benchmarks.common import (  # noqa: E402
     PIPELINES,
     RESULTS,
     SPLITS,
+    WIDE_CROP_RECALL,
     Split,
     command_line,
     dev_split,
@@ -50,6 +52,7 @@ from benchmarks.common import (  # noqa: E402
     load_json,
     markdown_table,
     pipeline_settings,
+    pipeline_thresholds,
     publish,
     symlink_folder,
     today,
@@ -80,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="efficientnet_lite0 input sizes (default 128 160 224)")
     p.add_argument("--no-baseline", action="store_true", help="skip the pixel autoencoder (--backbone none)")
     p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES),
-                   help="scoring pipelines (default: both); `default` is scored on the dev split's "
+                   help="scoring pipelines (default: all); `default` is scored on the dev split's "
                         "efficientnet models only (it runs the model ~15x per photo)")
     p.add_argument("--model", type=Path, help="measure this trained model folder (model.tflite, model.json, "
                    "model.keras) on the dev split instead of training (train s is then not measured)")
@@ -135,11 +138,17 @@ def int8_test_scores(model: Path, split: Split, pipeline: str) -> tuple[np.ndarr
 
     runner = Runner(model, threads=2)
     assert runner.card is not None
-    thresholds = runner.card.thresholds()
+    thresholds = pipeline_thresholds(pipeline, runner)
     scorer = FrameScorer(runner, thresholds, pipeline_settings(pipeline))
     pos = score_folder(scorer, split.name, f"int8 {pipeline} positives", paths=split.test_pos)
     neg = score_folder(scorer, split.name, f"int8 {pipeline} negatives", paths=split.test_neg)
     return pos.scores, neg.scores, neg.paths, thresholds.whole
+
+
+def crop_threshold_of(pipeline: str, card, model: Path) -> float:
+    from device.thresholds import decision_thresholds
+
+    return decision_thresholds(card, model, crop_recall=WIDE_CROP_RECALL if pipeline == "wide" else None).crop
 
 
 def cat_false_alarm_rate(neg_scores: np.ndarray, neg_paths: list[Path], cats: set[Path],
@@ -166,7 +175,8 @@ def measure(split: Split, cfg: Config, model_dir: Path, train_s: float | None) -
         "dataset": cfg.dataset, "backbone": cfg.backbone, "image_size": cfg.size, "pipeline": cfg.pipeline,
         "model": str(model_dir),
         "auroc_int8": m.auroc, "average_precision_int8": m.average_precision,
-        "threshold": threshold, "threshold_crop": card.thresholds().crop, "recall": m.tpr, "false_alarm_rate": m.fpr,
+        "threshold": threshold, "threshold_crop": crop_threshold_of(cfg.pipeline, card, model),
+        "recall": m.tpr, "false_alarm_rate": m.fpr,
         "false_alarm_rate_cats": cat_fpr, "n_cats": n_cats,
         "n_positives": m.n_positives, "n_negatives": m.n_negatives,
         "true_positives": m.true_positives, "false_positives": m.false_positives,

@@ -70,7 +70,9 @@ SPLITS = {"dev": dev_split, "cifar10": cifar_split}
 # The scoring pipelines the benchmarks compare, as `[detect]` settings of the daemon:
 #   whole    only the whole view (the centre square): `[detect] regions = false, sweep = false`
 #   default  the daemon's default config: whole view + motion regions + the sweep, crop hits confirmed
-PIPELINES = ("whole", "default")
+#   wide     the default plus what the README tells wide-view users to set: `[detect] crop_recall = 0.9`
+PIPELINES = ("whole", "default", "wide")
+WIDE_CROP_RECALL = 0.9
 
 
 def pipeline_settings(name: str):
@@ -79,9 +81,16 @@ def pipeline_settings(name: str):
 
     if name == "whole":
         return ScoringSettings(regions=False, sweep=False)
-    if name == "default":
+    if name in ("default", "wide"):
         return ScoringSettings()
     raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
+
+
+def pipeline_thresholds(name: str, runner):
+    """The thresholds a named pipeline decides with (`wide` moves the crops' to WIDE_CROP_RECALL)."""
+    from device.thresholds import decision_thresholds
+
+    return decision_thresholds(runner.card, runner.model_path, crop_recall=WIDE_CROP_RECALL if name == "wide" else None)
 
 
 def model_file(model: Path) -> Path:

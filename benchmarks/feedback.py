@@ -62,9 +62,13 @@ class Collect(Sink):
         self.changes.append(change)
 
 
+DETECT: list[str] = []   # `--detect KEY=VAL` lines of the [detect] table (e.g. crop_recall=0.9)
+
+
 def write_config(path: Path, clip: Path, model: Path, bank_dir: Path) -> Path:
+    detect = "".join(f"{line}\n" for line in DETECT)
     path.write_text(f'[camera]\nsource = "{clip}"\nfps = {FPS}\n[model]\npath = "{model}"\nthreads = 2\n'
-                    f'[snapshot]\nenabled = false\n[feedback]\ndir = "{bank_dir}"\n')
+                    f'[detect]\n{detect}[snapshot]\nenabled = false\n[feedback]\ndir = "{bank_dir}"\n')
     return path
 
 
@@ -231,10 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-teach", action="store_true")
     ap.add_argument("--skip-acceptance", action="store_true")
     ap.add_argument("--broker", action="store_true", help="flag over a real Mosquitto (publish to the feedback topic)")
+    ap.add_argument("--detect", action="append", default=[], metavar="KEY=VAL",
+                    help="a [detect] key of the daemon's config, e.g. crop_recall=0.9 (repeatable)")
     args = ap.parse_args(argv)
+    DETECT[:] = [f"{k.strip()} = {v.strip()}" for k, v in (item.split("=", 1) for item in args.detect)]
     model = args.model.resolve()
     sha = json.loads(model.with_name("model.json").read_text())["sha256"]
-    results: dict = {"model": str(model), "model_sha256": sha, "fps": FPS, "flag_after_s": FLAG_AFTER_S}
+    results: dict = {"model": str(model), "model_sha256": sha, "fps": FPS, "flag_after_s": FLAG_AFTER_S,
+                     "detect": DETECT}
     print("(a) cost of the bank per view", flush=True)
     results["cost"] = cost(model)
     print(f"  {results['cost']}", flush=True)

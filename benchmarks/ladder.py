@@ -47,6 +47,7 @@ from benchmarks.common import (  # noqa: E402
     markdown_table,
     model_file,
     pipeline_settings,
+    pipeline_thresholds,
     today,
     write_json,
 )
@@ -155,11 +156,11 @@ def measure(model: Path, n: int, frames: int, seed: int, widths: tuple[float, ..
                        "size": [w, h], "frame": [W, H]}
                 t0 = time.perf_counter()
                 for pipeline in PIPELINES:
-                    scorer = FrameScorer(runner, thresholds, pipeline_settings(pipeline))
+                    scorer = FrameScorer(runner, pipeline_thresholds(pipeline, runner), pipeline_settings(pipeline))
                     row[f"still_{pipeline}"] = scorer.score_still(still).margin
                 t1 = time.perf_counter()
                 for pipeline in PIPELINES:
-                    scorer = FrameScorer(runner, thresholds, pipeline_settings(pipeline))
+                    scorer = FrameScorer(runner, pipeline_thresholds(pipeline, runner), pipeline_settings(pipeline))
                     decider = Decider("dog", thresholds.whole, detect.on_frames, detect.window, detect.off_delay)
                     margins, event, calls = [], False, 0
                     for k, frame in enumerate(clip):

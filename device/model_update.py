@@ -104,14 +104,13 @@ class ModelUpdates:
         if not self._mqtt:
             return
         self.store.cleanup()
-        mqtt_cfg = self.cfg.mqtt
-        own = f"{mqtt_cfg.base_topic}/{mqtt_cfg.device_id}/model/set"
-        every = f"{mqtt_cfg.base_topic}/all/model/set"
-        for sink in self._mqtt:
+        for sink in self._mqtt:     # each sink's own broker settings (also when sinks are handed to the daemon)
+            own = sink.topic("model/set")
+            every = f"{sink.cfg.base_topic}/all/model/set"
             sink.on_command(own, lambda payload: self.receive(payload, allow_rollback=True))
             sink.on_command(every, lambda payload: self.receive(payload, allow_rollback=False))
+            log.info("model updates: listening on %s and %s", own, every)
         self._publish(status_payload(self.info, OK, source="startup"))
-        log.info("model updates: listening on %s and %s", own, every)
 
     def _publish(self, status: dict[str, Any]) -> None:
         self.last_status = status
