@@ -222,6 +222,34 @@ def extract_episode_frames(clip: Path, start: float, out: Path, seconds: float =
     return n
 
 
+def dev_with_bank(model: Path, bank_dir: Path) -> dict:
+    """The standard dev split scored on the whole view, with an empty bank and with `bank_dir`'s negatives: what
+    the flags cost the label's new photos, and what they do to other cats."""
+    from benchmarks.common import dev_split
+    from device.feedback_bank import FeedbackBank
+    from device.runner import Runner
+    from device.scoring import FrameScorer
+    from device.scoring_settings import ScoringSettings
+    from export.evaluate import score_folder
+    from export.metrics import detection_metrics
+
+    split = dev_split()
+    runner = Runner(model, threads=2)
+    assert runner.card is not None
+    bank = FeedbackBank.open(bank_dir, model, runner.card, runner.embedding_dim)
+    out: dict = {"negatives": len(bank)}
+    for name, adjust in (("without", None), ("with", bank.adjust)):
+        scorer = FrameScorer(runner, runner.card.thresholds(), ScoringSettings(regions=False, sweep=False),
+                             adjust=adjust)
+        pos = score_folder(scorer, "dev", f"dev dogs, {name} bank", paths=split.test_pos)
+        neg = score_folder(scorer, "dev", f"dev no-dog, {name} bank", paths=split.test_neg)
+        m = detection_metrics(pos.scores, neg.scores, runner.card.threshold)
+        cats = np.array([p in split.cats for p in neg.paths])
+        out[name] = {"auroc": round(m.auroc, 4), "recall": round(m.tpr, 4), "false_alarms": round(m.fpr, 4),
+                     "false_alarms_cats": round(float(np.mean(neg.scores[cats] >= runner.card.threshold)), 4)}
+    return out
+
+
 def verdict(nodog: list[dict], dog: list[dict], dog_before: list[dict]) -> dict:
     return {"nodog_firing": sum(r["events"] > 0 for r in nodog), "nodog_events": sum(r["events"] for r in nodog),
             "dog_with_event": sum(r["events"] > 0 for r in dog), "dog_events": sum(r["events"] for r in dog),
@@ -273,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
             results["flagging"] = flagging
             results["after_flag"] = {"nodog": after_nodog, "dog": after_dog, "bank_negatives": n_neg,
                                      "summary": verdict(after_nodog, after_dog, base_dog)}
+            print("(d) dev photos (whole view) without and with that bank", flush=True)
+            results["dev"] = dev_with_bank(model, bank)
+            print(f"  {results['dev']}", flush=True)
             if not args.skip_teach:
                 print("(c) teach --not with the first false-alarm episode's frames of each firing nodog clip",
                       flush=True)
