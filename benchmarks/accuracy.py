@@ -45,6 +45,7 @@ from benchmarks.common import (  # noqa: E402
     SPLITS,
     WIDE_CROP_RECALL,
     Split,
+    cat_false_alarm_rate,
     command_line,
     dev_split,
     fmt,
@@ -149,14 +150,6 @@ def crop_threshold_of(pipeline: str, card, model: Path) -> float:
     from device.thresholds import decision_thresholds
 
     return decision_thresholds(card, model, crop_recall=WIDE_CROP_RECALL if pipeline == "wide" else None).crop
-
-
-def cat_false_alarm_rate(neg_scores: np.ndarray, neg_paths: list[Path], cats: set[Path],
-                         threshold: float) -> tuple[float | None, int]:
-    mask = np.array([p in cats for p in neg_paths], dtype=bool)
-    if not mask.any():
-        return None, 0
-    return float(np.mean(neg_scores[mask] >= threshold)), int(mask.sum())
 
 
 def measure(split: Split, cfg: Config, model_dir: Path, train_s: float | None) -> dict:

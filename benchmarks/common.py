@@ -45,7 +45,7 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
-def _manifest_rows(path: Path) -> list[dict[str, str]]:
+def manifest_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
@@ -53,7 +53,7 @@ def _manifest_rows(path: Path) -> list[dict[str, str]]:
 def dev_split(root: Path = DATA / "dev") -> Split:
     """THE STANDARD SPLIT: train on the first 398 dogs, test the other 170 against all of nodog/."""
     dogs = _images(root / "dog")
-    cats = {root / r["file"] for r in _manifest_rows(root / "MANIFEST.tsv")
+    cats = {root / r["file"] for r in manifest_rows(root / "MANIFEST.tsv")
             if r["file"].startswith("nodog/") and any(m in r["path"] for m in CAT_MARKERS)}
     return Split("dev", dogs[:DEV_TRAIN_DOGS], dogs[DEV_TRAIN_DOGS:], _images(root / "nodog"), cats)
 
@@ -61,7 +61,7 @@ def dev_split(root: Path = DATA / "dev") -> Split:
 def cifar_split(root: Path = DATA / "cifar10") -> Split:
     """CIFAR-10 one-class: the first 700 dogs (sorted names) train; the other 300 vs all 999 non-dogs test."""
     dogs = _images(root / "dog")
-    cats = {root / r["file"] for r in _manifest_rows(root / "MANIFEST.tsv") if r.get("cifar_class") == "cat"}
+    cats = {root / r["file"] for r in manifest_rows(root / "MANIFEST.tsv") if r.get("cifar_class") == "cat"}
     return Split("cifar10", dogs[:CIFAR_TRAIN_DOGS], dogs[CIFAR_TRAIN_DOGS:], _images(root / "nodog"), cats)
 
 
@@ -97,6 +97,15 @@ def model_file(model: Path) -> Path:
     """`--model` may name the model folder (model.tflite + model.json) or model.tflite itself."""
     model = Path(model)
     return model / "model.tflite" if model.is_dir() else model
+
+
+def cat_false_alarm_rate(neg_scores: np.ndarray, neg_paths: list[Path], cats: set[Path],
+                         threshold: float) -> tuple[float | None, int]:
+    """False-alarm rate on the cats among the negatives (the hardest ones for a dog detector), and their count."""
+    mask = np.array([p in cats for p in neg_paths], dtype=bool)
+    if not mask.any():
+        return None, 0
+    return float(np.mean(neg_scores[mask] >= threshold)), int(mask.sum())
 
 
 def symlink_folder(paths: Sequence[Path], dest: Path) -> Path:

@@ -225,9 +225,7 @@ def extract_episode_frames(clip: Path, start: float, out: Path, seconds: float =
 def dev_with_bank(model: Path, bank_dir: Path) -> dict:
     """The standard dev split scored on the whole view, with an empty bank and with `bank_dir`'s negatives: what
     the flags cost the label's new photos, and what they do to other cats."""
-    from benchmarks.common import dev_split
-    from device.feedback_bank import FeedbackBank
-    from device.runner import Runner
+    from benchmarks.common import cat_false_alarm_rate, dev_split
     from device.scoring import FrameScorer
     from device.scoring_settings import ScoringSettings
     from export.evaluate import score_folder
@@ -244,9 +242,9 @@ def dev_with_bank(model: Path, bank_dir: Path) -> dict:
         pos = score_folder(scorer, "dev", f"dev dogs, {name} bank", paths=split.test_pos)
         neg = score_folder(scorer, "dev", f"dev no-dog, {name} bank", paths=split.test_neg)
         m = detection_metrics(pos.scores, neg.scores, runner.card.threshold)
-        cats = np.array([p in split.cats for p in neg.paths])
+        cats_fpr, _ = cat_false_alarm_rate(neg.scores, neg.paths, split.cats, runner.card.threshold)
         out[name] = {"auroc": round(m.auroc, 4), "recall": round(m.tpr, 4), "false_alarms": round(m.fpr, 4),
-                     "false_alarms_cats": round(float(np.mean(neg.scores[cats] >= runner.card.threshold)), 4)}
+                     "false_alarms_cats": round(cats_fpr, 4) if cats_fpr is not None else None}
     return out
 
 

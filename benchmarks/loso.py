@@ -13,18 +13,17 @@ model's threshold is compared with its target recall. Writes benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDGE_SHARED_DATA", REPO.parent / "shared" / "data"))
-RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import DATA, RESULTS, manifest_rows, symlink_folder  # noqa: E402
+
 BIN = Path(sys.executable).parent
 
 
@@ -34,21 +33,11 @@ def source_of(dataset: str) -> str:
 
 
 def dog_sources(root: Path) -> dict[str, list[Path]]:
-    with (root / "MANIFEST.tsv").open(newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["file"].startswith("dog/")]
     out: dict[str, list[Path]] = {}
-    for r in rows:
-        out.setdefault(source_of(r["dataset"]), []).append(root / r["file"])
+    for r in manifest_rows(root / "MANIFEST.tsv"):
+        if r["file"].startswith("dog/"):
+            out.setdefault(source_of(r["dataset"]), []).append(root / r["file"])
     return out
-
-
-def link_folder(folder: Path, photos: list[Path]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in photos:
-        link = folder / p.name
-        if not link.exists():
-            link.symlink_to(p)
-    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for left_out in sorted(sources):
         train = [p for s, ps in sources.items() if s != left_out for p in ps]
-        test = link_folder(args.work / left_out, sources[left_out])
-        train_dir = link_folder(args.work / f"not-{left_out}" / "dog", train)
+        test = symlink_folder(sources[left_out], args.work / left_out)
+        train_dir = symlink_folder(train, args.work / f"not-{left_out}" / "dog")
         model = args.work / f"model-not-{left_out}"
         train_s = None
         if not (args.reuse and (model / "model.tflite").is_file()):

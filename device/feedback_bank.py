@@ -51,7 +51,7 @@ import numpy as np
 
 from device.coreset import greedy_coreset
 from device.errors import ConfigError
-from device.model_card import CALIBRATION_FILE, ModelCard, sha256_file
+from device.model_card import CalibrationUnavailable, ModelCard, read_calibration
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +89,21 @@ class LabelReference:
     def load(cls, model_path: str | Path, card: ModelCard) -> LabelReference | None:
         """Read calibration.npz beside the model (sha256 checked); None with one log line if it is missing."""
         cal = card.calibration or {}
-        path = Path(model_path).with_name(str(cal.get("file") or CALIBRATION_FILE))
-        if not path.is_file():
-            log.warning("feedback: %s not found: the label's photos cannot be checked, negatives act only on "
-                        "near-duplicates (similarity > %.2f)", path, DEFAULT_GATE)
-            return None
-        expected = cal.get("sha256")
-        if expected and sha256_file(path) != expected:
-            log.warning("feedback: %s does not match model.json's sha256: ignored (copy it again with the model)", path)
-            return None
         try:
-            with np.load(path, allow_pickle=False) as z:
-                whole = np.asarray(z["embedding_whole"], np.float32)
-                crop = np.asarray(z["embedding_crop"], np.float32) if "embedding_crop" in z else whole[:0]
-                oof = np.asarray(z["oof_whole"], np.float32)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("feedback: %s unreadable (%s): ignored", path, exc)
+            z = read_calibration(model_path, card, required=("embedding_whole", "oof_whole"))
+        except CalibrationUnavailable as exc:
+            if exc.reason == "missing":
+                log.warning("feedback: %s not found: the label's photos cannot be checked, negatives act only on "
+                            "near-duplicates (similarity > %.2f)", exc.path, DEFAULT_GATE)
+            elif exc.reason == "mismatch":
+                log.warning("feedback: %s does not match model.json's sha256: ignored (copy it again with the model)",
+                            exc.path)
+            else:
+                log.warning("feedback: %s unreadable (%s): ignored", exc.path, exc.detail)
             return None
+        whole = np.asarray(z["embedding_whole"], np.float32)
+        crop = np.asarray(z["embedding_crop"], np.float32) if "embedding_crop" in z else whole[:0]
+        oof = np.asarray(z["oof_whole"], np.float32)
         return cls(np.concatenate([whole, crop]), whole, oof, float(cal.get("threshold", card.threshold)),
                    float(cal.get("target_recall", 0.95)))
 

@@ -25,6 +25,37 @@ SCORE_DIRECTION = "higher_is_label"
 CALIBRATION_FILE = "calibration.npz"
 
 
+class CalibrationUnavailable(ModelError):
+    """calibration.npz cannot be used: `reason` is "missing", "mismatch" (not the card's sha256) or "unreadable"."""
+
+    def __init__(self, path: Path, reason: str, detail: str = "") -> None:
+        super().__init__(f"{path}: {reason}{f' ({detail})' if detail else ''}")
+        self.path, self.reason, self.detail = path, reason, detail
+
+
+def read_calibration(model_path: str | Path, card: ModelCard, required: tuple[str, ...]) -> dict[str, Any]:
+    """The arrays of the calibration file beside the model, its sha256 checked against the card; raises
+    CalibrationUnavailable (callers word what it means for them)."""
+    import numpy as np
+
+    cal = card.calibration or {}
+    path = Path(model_path).with_name(str(cal.get("file") or CALIBRATION_FILE))
+    if not path.is_file():
+        raise CalibrationUnavailable(path, "missing")
+    expected = cal.get("sha256")
+    if expected and sha256_file(path) != expected:
+        raise CalibrationUnavailable(path, "mismatch")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise CalibrationUnavailable(path, "unreadable", str(exc)) from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise CalibrationUnavailable(path, "unreadable", f"no {', '.join(missing)}")
+    return arrays
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

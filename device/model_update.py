@@ -37,7 +37,7 @@ from device.model_payload import CARD_FILE, MODEL_FILE, ROLLBACK, PayloadError, 
 from device.model_store import ModelStore, model_files, store_dir
 from device.runner import Runner
 from device.scoring import FrameScorer
-from device.thresholds import decision_thresholds
+from device.thresholds import Thresholds, decision_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +233,8 @@ class ModelUpdates:
             if change is not None:
                 self.daemon._fan_out(self.sinks, change, None)
         self.scorer.runner = runner
-        self.scorer.thresholds = decision_thresholds(card, runner.model_path, self.cfg.model.threshold,
-                                                     self.cfg.detect.crop_recall)
+        # computed by _load (calibration.npz read and hashed there, not here between two frames)
+        self.scorer.thresholds = Thresholds(info.threshold, info.threshold_crop)
         self.scorer.reset()
         decider.label = card.label
         decider.threshold = info.threshold

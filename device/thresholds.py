@@ -36,20 +36,19 @@ def threshold_for_recall(pos: np.ndarray, target_recall: float) -> float:
 def crop_threshold(card: ModelCard, model_path: str | Path, crop_recall: float) -> float:
     """The crop threshold at another recall of the label photos' out-of-fold crop-view scores (calibration.npz
     beside the model), never below the floor the model's `--background` crops set at export."""
-    from device.model_card import CALIBRATION_FILE, sha256_file
+    from device.model_card import CalibrationUnavailable, read_calibration
 
     cal = card.calibration or {}
-    path = Path(model_path).with_name(str(cal.get("file") or CALIBRATION_FILE))
     hint = "copy it from the same export as the model, or remove [detect] crop_recall"
-    if not path.is_file():
-        raise ModelError(f"{path} not found: [detect] crop_recall needs the model's calibration file; {hint}")
-    if cal.get("sha256") and sha256_file(path) != cal["sha256"]:
-        raise ModelError(f"{path} does not match the sha256 in model.json; {hint}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            oof_crop = np.asarray(z["oof_crop"], np.float64)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"{path}: no out-of-fold crop scores ({exc}); {hint}") from None
+        oof_crop = np.asarray(read_calibration(model_path, card, required=("oof_crop",))["oof_crop"], np.float64)
+    except CalibrationUnavailable as exc:
+        if exc.reason == "missing":
+            raise ModelError(f"{exc.path} not found: [detect] crop_recall needs the model's calibration file; "
+                             f"{hint}") from None
+        if exc.reason == "mismatch":
+            raise ModelError(f"{exc.path} does not match the sha256 in model.json; {hint}") from None
+        raise ModelError(f"{exc.path}: no out-of-fold crop scores ({exc.detail}); {hint}") from None
     floor = (cal.get("crop") or {}).get("from_background")
     t = threshold_for_recall(oof_crop, crop_recall)
     return max(t, float(floor)) if floor is not None else t
