@@ -7,7 +7,7 @@ What is measured, and why:
   `export.evaluate.score_folder`: what the Raspberry Pi runs, so these are the figures that matter), for the
   pipelines `whole` (only the whole view, `[detect] regions = false, sweep = false`), `default` (the daemon's
   default config: the whole view plus every sweep crop, a crop hit checked by its zoomed partners) and `wide`
-  (the default with `[detect] crop_recall = 0.9`, the README's setting for wide views).
+  (the default with `[detect] crop_recall = 0.75`, the README's setting for wide views).
   The `whole` rows are also scored by the saved float Keras model (to show what quantisation costs). Recall
   and false-alarm rate are read at the threshold calibrated in model.json, and the false-alarm rate on cats
   alone, the hardest negatives of a dog detector, is reported beside the overall.
@@ -123,11 +123,13 @@ def train_model(split: Split, cfg: Config, work: Path) -> tuple[Path, float]:
 def float_test_scores(model_dir: Path, split: Split, size: int) -> tuple[np.ndarray, np.ndarray]:
     import keras
 
+    from device.model_card import ModelCard
     from export.pipeline import float_scores
 
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
-    return (float_scores(model, split.test_pos, size, "float positives"),
-            float_scores(model, split.test_neg, size, "float negatives"))
+    prior = ModelCard.load(model_dir / "model.json").prior()   # the device adds it to the int8 scores too
+    return (float_scores(model, split.test_pos, size, "float positives", prior=prior),
+            float_scores(model, split.test_neg, size, "float negatives", prior=prior))
 
 
 def int8_test_scores(model: Path, split: Split, pipeline: str) -> tuple[np.ndarray, np.ndarray, list[Path], float]:

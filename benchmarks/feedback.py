@@ -62,7 +62,7 @@ class Collect(Sink):
         self.changes.append(change)
 
 
-DETECT: list[str] = []   # `--detect KEY=VAL` lines of the [detect] table (e.g. crop_recall=0.9)
+DETECT: list[str] = []   # `--detect KEY=VAL` lines of the [detect] table (e.g. crop_recall=0.75)
 
 
 def write_config(path: Path, clip: Path, model: Path, bank_dir: Path) -> Path:
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-acceptance", action="store_true")
     ap.add_argument("--broker", action="store_true", help="flag over a real Mosquitto (publish to the feedback topic)")
     ap.add_argument("--detect", action="append", default=[], metavar="KEY=VAL",
-                    help="a [detect] key of the daemon's config, e.g. crop_recall=0.9 (repeatable)")
+                    help="a [detect] key of the daemon's config, e.g. crop_recall=0.75 (repeatable)")
     args = ap.parse_args(argv)
     DETECT[:] = [f"{k.strip()} = {v.strip()}" for k, v in (item.split("=", 1) for item in args.detect)]
     model = args.model.resolve()

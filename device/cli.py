@@ -66,8 +66,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         card = runner[0].card
         assert card is not None
         thresholds = decision_thresholds(card, path, cfg.model.threshold, cfg.detect.crop_recall)
+        prior = runner[0].prior
+        prior_text = f", class prior on {len(prior.classes)} classes" if prior is not None else ""
         return (f"{path}: label {card.label!r}, {card.image_size}px, threshold {thresholds.whole:.4f} "
-                f"(crops {thresholds.crop:.4f}), sha256 {card.sha256[:12]}… verified, {runner[0].backend}")
+                f"(crops {thresholds.crop:.4f}){prior_text}, sha256 {card.sha256[:12]}… verified, {runner[0].backend}")
 
     frames: list = []
 

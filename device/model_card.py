@@ -12,12 +12,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device.class_prior import ClassPrior
 from device.errors import ModelError
 from device.preprocess import PREPROCESSING_ID
 from device.thresholds import Thresholds
 
 # 2: square crops (preprocessing v3), `threshold_crop`, an embedding output and `outputs`, out-of-fold calibration.
-SCHEMA_VERSION = 2
+# 3: `class_prior` (device/class_prior.py): scores and thresholds include the label's-classes term, so a device
+#    that ignored it would decide on the wrong scale.
+SCHEMA_VERSION = 3
 # Higher score = more like the label. The daemon says "present" when score >= threshold.
 SCORE_DIRECTION = "higher_is_label"
 # Beside model.tflite: the label photos' int8 embeddings and out-of-fold scores (numpy .npz), so the device can
@@ -89,11 +92,16 @@ class ModelCard:
     created_at: str = ""
     # Score units per logistic unit of `confidence` (device/confidence.py); None on older cards.
     confidence_scale: float | None = None
+    # The label's ImageNet classes term added to every score (device/class_prior.py); None: no such term.
+    class_prior: dict[str, Any] | None = None
 
     def thresholds(self, override: float | None = None) -> Thresholds:
         """The thresholds to decide with; a `[model] threshold` override moves both by the same amount."""
         crop = self.threshold_crop if self.threshold_crop is not None else self.threshold
         return Thresholds(float(self.threshold), float(crop)).shifted(override)
+
+    def prior(self, source: str = "model.json") -> ClassPrior | None:
+        return ClassPrior.from_dict(self.class_prior, source) if self.class_prior else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +127,7 @@ class ModelCard:
                              f"'{PREPROCESSING_ID}'; re-export the model or upgrade edge-device")
         if card.score_direction != SCORE_DIRECTION:
             raise ModelError(f"{source}: unknown score_direction '{card.score_direction}'")
+        card.prior(source)   # an unreadable class_prior fails here, at load, with the file's name
         return card
 
     @classmethod

@@ -2,7 +2,8 @@
 
 Interpreter order: ai-edge-litert (maintained; works with NumPy 2), tflite_runtime, tensorflow.lite.
 A model has one score output (shape [1, 1]) and, from schema 2 on, an embedding output (shape [1, D]): the
-L2-normalised vector the score is built on, which the device's feedback bank compares frames with.
+L2-normalised vector the score is built on, which the device's feedback bank compares frames with. From schema 3
+the score is the model's output plus the card's class-prior term of that embedding (device/class_prior.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.class_prior import ClassPrior
 from device.errors import ModelError
 from device.model_card import ModelCard, load_verified
 
@@ -57,6 +59,9 @@ class Runner:
             self.card: ModelCard | None = load_verified(self.model_path)
         else:
             self.card = None
+        # Added to every score; export sets it on its unverified runner once it has fitted it.
+        self.prior: ClassPrior | None = self.card.prior(str(self.model_path.with_name("model.json"))) \
+            if self.card is not None else None
         cls, self.backend = _interpreter_class()
         try:
             self._interp = cls(model_path=str(self.model_path), num_threads=int(threads))
@@ -77,6 +82,9 @@ class Runner:
         self.embedding_dim = int(self._embedding_out["shape"][-1]) if self._embedding_out is not None else 0
         self.input_size = int(inp["shape"][1])
         self.last_inference_ms = 0.0
+        if self.prior is not None and self.embedding_dim <= max(self.prior.classes):
+            raise ModelError(f"{self.model_path}: model.json's class_prior does not fit the model's embedding "
+                             f"output ({self.embedding_dim}); copy both files from the same export")
         if self.card is not None and self.card.image_size != self.input_size:
             raise ModelError(f"{self.model_path}: input is {self.input_size}px but model.json says "
                              f"{self.card.image_size}px; copy both files from the same export")
@@ -109,4 +117,6 @@ class Runner:
         self.last_inference_ms = (time.perf_counter() - t0) * 1000.0
         score = float(self._dequantised(self._interp, self._score_out)[0])
         embedding = None if self._embedding_out is None else self._dequantised(self._interp, self._embedding_out)
+        if self.prior is not None and embedding is not None:
+            score += self.prior.term(embedding)
         return Inference(score, embedding)

@@ -12,6 +12,12 @@ taken out. The whole-view threshold keeps `target_recall` of these scores; the c
 `CROP_RECALL` of the photos' crop views (training/views.py). With every photo scored this way, the 5 % tail
 the threshold sits in holds ~20 photos of 400 instead of ~4 of an 80-photo validation slice.
 
+The class prior (device/class_prior.py) is fitted here, on the int8 embeddings of the label's photos, the ones the
+device computes. Its weight is the spread of the out-of-fold scores between their median and the 5th percentile
+(`prior_weight`), so the term is on the score's own scale: a view whose share on the label's classes is e times
+lower than another's loses that spread. Out of fold, each photo's term comes from the classes of the other folds'
+photos, as its head does.
+
 `calibration.npz` beside the model keeps the int8 embeddings and out-of-fold scores of the label's photos, so
 the device can check that a local feedback bank never costs the label its recall.
 """
@@ -29,6 +35,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 import device
+from device.class_prior import ClassPrior, fit_class_prior
 from device.confidence import scale_from_scores
 from device.errors import DataError
 from device.image_io import load_rgb
@@ -40,6 +47,7 @@ from export.convert import convert_int8
 from export.metrics import auroc
 from training.calibrate import calibrate, threshold_for_recall
 from training.dataset import iter_batches
+from training.efficientnet_lite import LOGIT_NORM
 from training.head import load_heads
 from training.train import HEADS, KERAS_MODEL, TRAINING_META, TrainingMeta
 from training.views import CROP_VIEW_PX, View, crop_view
@@ -62,14 +70,24 @@ def _existing(paths: list[str]) -> list[Path]:
     return [Path(p) for p in paths if Path(p).is_file()]
 
 
-def float_scores(model, paths: list[Path], size: int, desc: str, view: View | None = None) -> np.ndarray:
+def float_scores(model, paths: list[Path], size: int, desc: str, view: View | None = None,
+                 prior: ClassPrior | None = None) -> np.ndarray:
+    """The Keras model's scores, plus the class prior's term of its float embeddings (as the device adds it)."""
     out = []
     with tqdm(total=len(paths), desc=desc, unit="img", dynamic_ncols=True, leave=False) as bar:
         for batch in iter_batches(paths, size, batch_size=32, view=view):
             y = model.predict_on_batch(batch.astype(np.float32))
-            out.append(np.asarray(y[0] if isinstance(y, (list, tuple)) else y).reshape(-1))
+            score = np.asarray(y[0] if isinstance(y, (list, tuple)) else y, np.float64).reshape(-1)
+            if prior is not None and isinstance(y, (list, tuple)) and len(y) > 1:
+                score = score + prior.terms(np.asarray(y[1]))
+            out.append(score)
             bar.update(len(batch))
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def prior_weight(oof_scores: np.ndarray) -> float:
+    """The class prior's weight: the out-of-fold scores' spread from the median down to the 5th percentile."""
+    return float(max(np.percentile(oof_scores, 50) - np.percentile(oof_scores, 5), 1e-6))
 
 
 @dataclass
@@ -136,6 +154,7 @@ def _representative(paths: list[Path], size: int, seed: int):
 
 @dataclass
 class Calibrated:
+    prior: ClassPrior | None
     threshold: float
     threshold_crop: float
     calibration: dict
@@ -165,22 +184,34 @@ def _calibrate_out_of_fold(model_dir: Path, meta: TrainingMeta, keras_model, run
     q = int8_views(runner, photos, "int8 scores")
     assert q.emb_whole is not None and q.emb_crop is not None
 
-    def out_of_fold(scores: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    def out_of_fold(scores: np.ndarray, emb: np.ndarray, priors: list[ClassPrior] | None = None) -> np.ndarray:
         oof = np.empty(len(scores))
         for k, head in enumerate(fold_heads):
             rows = folds == k
             oof[rows] = scores[rows] - (final.score(emb[rows]) - head.score(emb[rows]))
+            if priors is not None:
+                oof[rows] += priors[k].terms(emb[rows])
         return oof
 
-    oof_whole = out_of_fold(q.whole, q.emb_whole)
-    oof_crop = out_of_fold(q.crop, q.emb_crop)
+    prior: ClassPrior | None = None
+    fold_priors: list[ClassPrior] | None = None
+    if meta.backbone == "efficientnet_lite0":   # its embedding is the ImageNet logits the prior reads
+        prior = fit_class_prior(q.emb_whole, LOGIT_NORM, prior_weight(out_of_fold(q.whole, q.emb_whole)))
+        fold_priors = [prior.with_classes_of(q.emb_whole[folds != k]) for k in range(len(fold_heads))]
+        log.info("class prior: %d classes among the label photos' top %d; weight %.3f", len(prior.classes),
+                 prior.top, prior.weight)
+    oof_whole = out_of_fold(q.whole, q.emb_whole, fold_priors)
+    oof_crop = out_of_fold(q.crop, q.emb_crop, fold_priors)
+    if prior is not None:
+        q.whole, q.crop = q.whole + prior.terms(q.emb_whole), q.crop + prior.terms(q.emb_crop)
+        runner.prior = prior   # every later int8 score (background, sweep crops) includes the term
     # Parity on inputs the bank does not hold (crop views), plus any held-out background.
-    crop_f = float_scores(keras_model, photos, size, "float scores (crop views)", view=crop_view)
+    crop_f = float_scores(keras_model, photos, size, "float scores (crop views)", view=crop_view, prior=prior)
     neg_q = np.zeros(0)
     float_s, int8_s = crop_f, q.crop
     parity_images = f"crop views ({CROP_VIEW_PX} px) of the {len(photos)} label photos"
     if bg_val:
-        neg_f = float_scores(keras_model, bg_val, size, "float scores (background)")
+        neg_f = float_scores(keras_model, bg_val, size, "float scores (background)", prior=prior)
         neg_q = int8_views(runner, bg_val, "int8 scores (background)").whole
         float_s, int8_s = np.r_[crop_f, neg_f], np.r_[q.crop, neg_q]
         parity_images += f" and {len(bg_val)} held-out background images"
@@ -210,7 +241,7 @@ def _calibrate_out_of_fold(model_dir: Path, meta: TrainingMeta, keras_model, run
     arrays = {"embedding_whole": q.emb_whole.astype(np.float16), "embedding_crop": q.emb_crop.astype(np.float16),
               "oof_whole": oof_whole.astype(np.float32), "oof_crop": oof_crop.astype(np.float32),
               "folds": folds.astype(np.int16)}
-    return Calibrated(whole.threshold, crop_t, calibration, parity, oof_whole, neg_q, arrays)
+    return Calibrated(prior, whole.threshold, crop_t, calibration, parity, oof_whole, neg_q, arrays)
 
 
 def _calibrate_holdout(meta: TrainingMeta, keras_model, runner: Runner, bg_val: list[Path]) -> Calibrated:
@@ -228,7 +259,7 @@ def _calibrate_holdout(meta: TrainingMeta, keras_model, runner: Runner, bg_val: 
         parity["auroc_float"], parity["auroc_int8"] = auroc(pos_f, neg_f), auroc(pos_q, neg_q)
     cal = calibrate(pos_q, meta.target_recall, neg_q if len(neg_q) else None)
     calibration = {**cal.as_dict(), "method": "held-out validation photos (int8 scores)"}
-    return Calibrated(cal.threshold, cal.threshold, calibration, parity, pos_q, neg_q, {})
+    return Calibrated(None, cal.threshold, cal.threshold, calibration, parity, pos_q, neg_q, {})
 
 
 def export_model(model_dir: str | Path, out_file: str | Path | None = None, keras_model=None) -> ModelCard:
@@ -286,11 +317,14 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
                 "skipped": len(meta.skipped), "duplicates": meta.duplicates, "bank": meta.bank_size},
         parity=cal.parity,
         score={"direction": "higher means more like the label; present when score >= threshold",
-               **meta.score_terms},
+               **meta.score_terms,
+               **({"class_prior": "+ weight * log(share of softmax(temperature * embedding) on the label's "
+                                  "classes), added by the device (class_prior)"} if cal.prior else {})},
         versions={"edge_oneclass": device.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                   "python": platform.python_version()},
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         confidence_scale=scale_from_scores(cal.pos_scores, cal.threshold),
+        class_prior=cal.prior.to_dict() if cal.prior else None,
     )
     card.save(out_file.with_name("model.json"))
     log.info("int8 vs float: Spearman %.4f on %d images; threshold %.4f (recall %.3f, %s), crops %.4f",

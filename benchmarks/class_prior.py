@@ -1,0 +1,140 @@
+"""How the class prior (device/class_prior.py) picks its classes and weight: the alternatives, measured.
+
+For each model (dev standard split, and both leave-one-source-out models of `benchmarks/loso.py`) the int8
+model scores the test dogs and the 589 dev no-dog photos on the whole view, without the prior (raw scores and
+embeddings). Each rule is then calibrated exactly as export does (out-of-fold: photo i's term comes from the
+classes of the other folds' photos; threshold at the card's target recall) and measured at its threshold:
+
+    none         no prior
+    mass M       the fewest classes holding M of the label photos' mean softmax (tried first)
+    top K        every class some label photo ranks among its K likeliest (K = 5 is what export uses)
+and the weight is 1x or 2x the spread of the raw out-of-fold scores (median minus 5th percentile; 1x is used).
+
+The raw out-of-fold scores are the card's (calibration.npz `oof_whole`) minus the fold priors' terms, which
+the embeddings, folds and the card's prior determine. Whole view only: the footage and ladder benchmarks measure
+the chosen rule on crops and clips.
+
+Usage (from the repository root, after `benchmarks/loso.py` has trained its models):
+    .venv/bin/python benchmarks/class_prior.py --dev /tmp/std/model-v4 --loso /tmp/edge-bench-loso
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (  # noqa: E402
+    DATA,
+    RESULTS,
+    cat_false_alarm_rate,
+    command_line,
+    dev_split,
+    markdown_table,
+    today,
+    write_json,
+)
+from device.class_prior import ClassPrior, _softmax, fit_class_prior  # noqa: E402
+from device.image_io import load_rgb  # noqa: E402
+from device.model_card import read_calibration  # noqa: E402
+from device.preprocess import preprocess  # noqa: E402
+from device.runner import Runner  # noqa: E402
+from device.thresholds import threshold_for_recall  # noqa: E402
+
+RULES = (("none", None), ("mass 0.9", 0.9), ("top 1", 1), ("top 3", 3), ("top 5", 5), ("top 10", 10))
+WEIGHTS = (1.0, 2.0)
+
+
+def fit_by_mass(embeddings: np.ndarray, temperature: float, weight: float, mass: float) -> ClassPrior:
+    """The rejected rule: the fewest classes that hold `mass` of the photos' mean softmax."""
+    q = _softmax(temperature * np.asarray(embeddings, dtype=np.float64)).mean(axis=0)
+    order = np.argsort(-q, kind="stable")
+    n = int(np.searchsorted(np.cumsum(q[order]), mass)) + 1
+    return ClassPrior(tuple(sorted(int(c) for c in order[:n])), temperature, weight)
+
+
+def fit(rule: float | int, emb: np.ndarray, temperature: float, weight: float) -> ClassPrior:
+    if isinstance(rule, float):
+        return fit_by_mass(emb, temperature, weight, rule)
+    return fit_class_prior(emb, temperature, weight, top=rule)
+
+
+def raw_scores(runner: Runner, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    prior, runner.prior = runner.prior, None
+    try:
+        out = [runner.infer(preprocess(load_rgb(p), runner.input_size)) for p in paths]
+    finally:
+        runner.prior = prior
+    return np.array([o.score for o in out]), np.stack([o.embedding for o in out])
+
+
+def measure(name: str, model_dir: Path, pos: list[Path], neg: list[Path], cats: set[Path]) -> list[dict]:
+    runner = Runner(model_dir / "model.tflite", threads=2)
+    card = runner.card
+    assert card is not None and runner.prior is not None, f"{model_dir}: export it with this version first"
+    cal = read_calibration(runner.model_path, card, required=("embedding_whole", "oof_whole", "folds"))
+    emb = cal["embedding_whole"].astype(np.float32)
+    folds = cal["folds"].astype(int)
+    k_folds = int(folds.max()) + 1
+    card_prior = runner.prior
+    raw_oof = cal["oof_whole"].astype(np.float64)
+    for k in range(k_folds):
+        rows = folds == k
+        raw_oof[rows] -= card_prior.with_classes_of(emb[folds != k]).terms(emb[rows])
+    spread = float(np.percentile(raw_oof, 50) - np.percentile(raw_oof, 5))
+    target = float(card.calibration["target_recall"])
+    pos_s, pos_e = raw_scores(runner, pos)
+    neg_s, neg_e = raw_scores(runner, neg)
+    rows_out = []
+    for label, rule in RULES:
+        for mult in WEIGHTS if rule is not None else (0.0,):
+            oof, p, n, n_classes = raw_oof.copy(), pos_s.copy(), neg_s.copy(), 0
+            if rule is not None:
+                prior = fit(rule, emb, card_prior.temperature, mult * spread)
+                for k in range(k_folds):
+                    rows = folds == k
+                    oof[rows] += fit(rule, emb[folds != k], prior.temperature, prior.weight).terms(emb[rows])
+                p, n, n_classes = p + prior.terms(pos_e), n + prior.terms(neg_e), len(prior.classes)
+            t = threshold_for_recall(oof, target)
+            cat_rate, _ = cat_false_alarm_rate(n, neg, cats, t)
+            rows_out.append({"case": name, "rule": label, "weight_x_spread": mult, "classes": n_classes,
+                             "recall": float(np.mean(p >= t)), "false_alarms": float(np.mean(n >= t)),
+                             "false_alarms_cats": cat_rate, "n_pos": len(p), "n_neg": len(n)})
+            print(f"{name}: {label}, weight x{mult:g}: recall {rows_out[-1]['recall']:.3f}, "
+                  f"false alarms {rows_out[-1]['false_alarms']:.3f}", flush=True)
+    return rows_out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dev", type=Path, required=True, help="model folder trained on the dev split's 398 dogs")
+    ap.add_argument("--loso", type=Path, help="benchmarks/loso.py --work folder (model-not-* and test folders)")
+    ap.add_argument("--json", type=Path, default=RESULTS / "class_prior_choice.json")
+    args = ap.parse_args(argv)
+    split = dev_split()
+    neg = split.test_neg
+    rows = measure("dev (398 dogs; 170 new dogs)", args.dev, split.test_pos, neg, split.cats)
+    if args.loso:
+        for left_out in ("imagenet", "kaggle"):
+            model = args.loso / f"model-not-{left_out}"
+            test = sorted((args.loso / left_out).iterdir())
+            rows += measure(f"trained without {left_out}, tested on its dogs", model, test, neg, split.cats)
+    header = ("case", "rule", "weight (x spread)", "classes", "recall", "false alarms", "false alarms, cats")
+    table = markdown_table(header, [(r["case"], r["rule"], f"{r['weight_x_spread']:g}", str(r["classes"]),
+                                     f"{r['recall']:.3f}", f"{r['false_alarms']:.3f}",
+                                     f"{r['false_alarms_cats']:.3f}") for r in rows])
+    print()
+    print(table)
+    write_json(args.json, {"command": command_line(), "date": today(), "negatives": str(DATA / "dev" / "nodog"),
+                           "rows": rows})
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The label's own ImageNet classes: a term that keeps a cat from scoring like a dog.
+
+The embedding is the backbone's L2-normalised ImageNet logits. The bank and the autoencoder compare it with the
+label's photos as a whole vector, so a cat (whose logits share much of their shape with a dog's: furry animal,
+four legs, a face) can come close. The backbone's own classifier separates them: a softmax of the logits puts a
+dog photo's belief on dog breeds and a cat's on cat classes. Export learns which classes carry the label's photos
+(`fit_class_prior`: every class one of the label's photos ranks among its `top` likeliest; for dogs mostly the
+118 breeds, for a parcel cartons and envelopes; nothing is hard-coded) and every score gets
+
+    weight * log(share of the view's softmax on those classes)
+
+added: close to 0 for a view that looks like the label's photos to the classifier, strongly negative for one the
+classifier calls something else. A label the classifier has no clear classes for spreads its photos over many
+classes and the term stays small. The logits' scale is lost in the normalised embedding, so the softmax uses a
+fixed `temperature` (the typical logit norm of the backbone).
+
+Why each photo's top few and not the classes that hold most of the photos' mean softmax: with one photo per
+breed (118 ImageNet dogs), a breed the other photos do not show fell outside a mass-based set, its photos lost
+their share out of fold and the threshold sank (dev no-dog false alarms 9 % -> 21 % leave-one-source-out); a
+photo's runners-up are the neighbouring breeds, so the union of top 5 covers breeds no photo shows
+(research notes: benchmarks/results/class_prior_choice.json).
+
+The term is computed here, in float, from the model's embedding output: `Runner.infer` adds it to the score, so
+every consumer (the daemon, eval-edge, export's calibration) sees the same score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from device.errors import ModelError
+
+EPSILON = 1e-4   # floor of the share, so the term is bounded (weight * log 1e-4)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class ClassPrior:
+    classes: tuple[int, ...]     # indices into the embedding (ImageNet classes) that carry the label's photos
+    temperature: float           # logit norm the normalised embedding is scaled back to before the softmax
+    weight: float                # score units per unit of log share
+    top: int = 5                 # the classes are those some label photo ranks among its `top` likeliest
+    _index: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.classes or min(self.classes) < 0 or self.temperature <= 0 or self.weight < 0:
+            raise ValueError(f"invalid class prior: {len(self.classes)} classes, temperature {self.temperature}, "
+                             f"weight {self.weight}")
+        object.__setattr__(self, "_index", np.asarray(self.classes, dtype=np.intp))
+
+    def log_share(self, embeddings: np.ndarray) -> np.ndarray:
+        """log(share of softmax(temperature * e) on the label's classes), for one (D,) or many (n, D) embeddings."""
+        p = _softmax(self.temperature * np.asarray(embeddings, dtype=np.float64))
+        return np.log(p[..., self._index].sum(axis=-1) + EPSILON)
+
+    def terms(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.weight * self.log_share(embeddings)
+
+    def term(self, embedding: np.ndarray) -> float:
+        return float(self.terms(embedding))
+
+    def with_classes_of(self, embeddings: np.ndarray) -> ClassPrior:
+        """The same temperature and weight with the classes of other photos (a fold's prior, for calibration)."""
+        return fit_class_prior(embeddings, self.temperature, self.weight, self.top)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"classes": list(self.classes), "temperature": self.temperature, "weight": self.weight,
+                "top": self.top}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model.json") -> ClassPrior:
+        try:
+            return cls(tuple(int(c) for c in data["classes"]), float(data["temperature"]), float(data["weight"]),
+                       int(data.get("top", 5)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: unreadable class_prior ({exc}); re-export the model with export-edge") \
+                from None
+
+
+def fit_class_prior(embeddings: np.ndarray, temperature: float, weight: float, top: int = 5) -> ClassPrior:
+    """Every class that one of the label's photos ranks among its `top` likeliest."""
+    p = _softmax(temperature * np.asarray(embeddings, dtype=np.float64))
+    ranked = np.argsort(-p, axis=-1, kind="stable")[:, :top]
+    return ClassPrior(tuple(int(c) for c in np.unique(ranked)), float(temperature), float(weight), int(top))
