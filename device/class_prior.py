@@ -4,8 +4,8 @@ The embedding is the backbone's L2-normalised ImageNet logits. The bank and the 
 label's photos as a whole vector, so a cat (whose logits share much of their shape with a dog's: furry animal,
 four legs, a face) can come close. The backbone's own classifier separates them: a softmax of the logits puts a
 dog photo's belief on dog breeds and a cat's on cat classes. Export learns which classes carry the label's photos
-(`fit_class_prior`: every class one of the label's photos ranks among its `top` likeliest; for dogs mostly the
-118 breeds, for a parcel cartons and envelopes; nothing is hard-coded) and every score gets
+(`fit_class_prior`: every class one of the label's photos ranks among its `top` likeliest; for the standard
+398-dog model 164 classes, mostly breeds; nothing is hard-coded) and every score gets
 
     weight * log(share of the view's softmax on those classes)
 

@@ -121,7 +121,8 @@ class ModelCard:
                              f"understands ({SCHEMA_VERSION}); upgrade edge-device")
         if card.schema_version < SCHEMA_VERSION:
             raise ModelError(f"{source}: schema_version {card.schema_version} was made by an older train-edge; "
-                             f"retrain with this version (train-edge) or install the matching edge-device")
+                             f"retrain with this version (train-edge), re-export its training folder "
+                             f"(export-edge MODEL_DIR), or install the matching edge-device")
         if card.preprocessing != PREPROCESSING_ID:
             raise ModelError(f"{source}: preprocessing '{card.preprocessing}' differs from this device's "
                              f"'{PREPROCESSING_ID}'; re-export the model or upgrade edge-device")

@@ -277,9 +277,9 @@ print("" if max(s) >= card["threshold"] else repr(statistics.median(s)))' "$m/mo
       local verdict; verdict=$(grep '^VERDICT' "$out/$n-$cpu-compare.log" | paste -sd' ')
       RESULTS+=("PASS $suite $cpu $n: edge-device check OK, XNNPACK delegate, replay ran ($((SECONDS - t)) s)")
       if [[ $verdict == *tensors=PASS* ]]; then
-        RESULTS+=("PASS $suite $cpu $n: scores of the same input tensors bit-identical to x86")
+        RESULTS+=("PASS $suite $cpu $n: model outputs of the same input tensors bit-identical to x86 (scores with the class prior within 1e-9)")
       else
-        RESULTS+=("FAIL $suite $cpu $n: scores of the same input tensors differ from x86")
+        RESULTS+=("FAIL $suite $cpu $n: model outputs of the same input tensors differ from x86; see $out/$n-$cpu-compare.log")
       fi
       if [[ $verdict == *"VERDICT events=PASS"* ]]; then
         RESULTS+=("PASS $suite $cpu $n: replay events on the same pixels (x86's decoded frames as PNGs) equal x86's")
