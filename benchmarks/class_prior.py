@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,13 @@ from benchmarks.common import (  # noqa: E402
     today,
     write_json,
 )
-from device.class_prior import ClassPrior, _softmax, fit_class_prior  # noqa: E402
+from device.class_prior import ClassPrior, fit_class_prior, softmax  # noqa: E402
 from device.image_io import load_rgb  # noqa: E402
 from device.model_card import read_calibration  # noqa: E402
 from device.preprocess import preprocess  # noqa: E402
 from device.runner import Runner  # noqa: E402
 from device.thresholds import threshold_for_recall  # noqa: E402
+from export.pipeline import out_of_fold_prior_terms, prior_weight  # noqa: E402
 
 RULES = (("none", None), ("mass 0.9", 0.9), ("top 1", 1), ("top 3", 3), ("top 5", 5), ("top 10", 10))
 WEIGHTS = (1.0, 2.0)
@@ -51,13 +53,13 @@ WEIGHTS = (1.0, 2.0)
 
 def fit_by_mass(embeddings: np.ndarray, temperature: float, weight: float, mass: float) -> ClassPrior:
     """The rejected rule: the fewest classes that hold `mass` of the photos' mean softmax."""
-    q = _softmax(temperature * np.asarray(embeddings, dtype=np.float64)).mean(axis=0)
+    q = softmax(temperature * np.asarray(embeddings, dtype=np.float64)).mean(axis=0)
     order = np.argsort(-q, kind="stable")
     n = int(np.searchsorted(np.cumsum(q[order]), mass)) + 1
     return ClassPrior(tuple(sorted(int(c) for c in order[:n])), temperature, weight)
 
 
-def fit(rule: float | int, emb: np.ndarray, temperature: float, weight: float) -> ClassPrior:
+def fit(emb: np.ndarray, rule: float | int, temperature: float, weight: float) -> ClassPrior:
     if isinstance(rule, float):
         return fit_by_mass(emb, temperature, weight, rule)
     return fit_class_prior(emb, temperature, weight, top=rule)
@@ -79,13 +81,10 @@ def measure(name: str, model_dir: Path, pos: list[Path], neg: list[Path], cats: 
     cal = read_calibration(runner.model_path, card, required=("embedding_whole", "oof_whole", "folds"))
     emb = cal["embedding_whole"].astype(np.float32)
     folds = cal["folds"].astype(int)
-    k_folds = int(folds.max()) + 1
     card_prior = runner.prior
-    raw_oof = cal["oof_whole"].astype(np.float64)
-    for k in range(k_folds):
-        rows = folds == k
-        raw_oof[rows] -= card_prior.with_classes_of(emb[folds != k]).terms(emb[rows])
-    spread = float(np.percentile(raw_oof, 50) - np.percentile(raw_oof, 5))
+    raw_oof = cal["oof_whole"].astype(np.float64) - out_of_fold_prior_terms(card_prior.with_classes_of, emb, folds,
+                                                                            emb)[0]
+    spread = prior_weight(raw_oof)
     target = float(card.calibration["target_recall"])
     pos_s, pos_e = raw_scores(runner, pos)
     neg_s, neg_e = raw_scores(runner, neg)
@@ -94,10 +93,9 @@ def measure(name: str, model_dir: Path, pos: list[Path], neg: list[Path], cats: 
         for mult in WEIGHTS if rule is not None else (0.0,):
             oof, p, n, n_classes = raw_oof.copy(), pos_s.copy(), neg_s.copy(), 0
             if rule is not None:
-                prior = fit(rule, emb, card_prior.temperature, mult * spread)
-                for k in range(k_folds):
-                    rows = folds == k
-                    oof[rows] += fit(rule, emb[folds != k], prior.temperature, prior.weight).terms(emb[rows])
+                prior = fit(emb, rule, card_prior.temperature, mult * spread)
+                fit_rule = partial(fit, rule=rule, temperature=prior.temperature, weight=prior.weight)
+                oof += out_of_fold_prior_terms(fit_rule, emb, folds, emb)[0]
                 p, n, n_classes = p + prior.terms(pos_e), n + prior.terms(neg_e), len(prior.classes)
             t = threshold_for_recall(oof, target)
             cat_rate, _ = cat_false_alarm_rate(n, neg, cats, t)

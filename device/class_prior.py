@@ -36,7 +36,7 @@ from device.errors import ModelError
 EPSILON = 1e-4   # floor of the share, so the term is bounded (weight * log 1e-4)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(axis=-1, keepdims=True)
@@ -58,7 +58,7 @@ class ClassPrior:
 
     def log_share(self, embeddings: np.ndarray) -> np.ndarray:
         """log(share of softmax(temperature * e) on the label's classes), for one (D,) or many (n, D) embeddings."""
-        p = _softmax(self.temperature * np.asarray(embeddings, dtype=np.float64))
+        p = softmax(self.temperature * np.asarray(embeddings, dtype=np.float64))
         return np.log(p[..., self._index].sum(axis=-1) + EPSILON)
 
     def terms(self, embeddings: np.ndarray) -> np.ndarray:
@@ -87,6 +87,6 @@ class ClassPrior:
 
 def fit_class_prior(embeddings: np.ndarray, temperature: float, weight: float, top: int = 5) -> ClassPrior:
     """Every class that one of the label's photos ranks among its `top` likeliest."""
-    p = _softmax(temperature * np.asarray(embeddings, dtype=np.float64))
+    p = softmax(temperature * np.asarray(embeddings, dtype=np.float64))
     ranked = np.argsort(-p, axis=-1, kind="stable")[:, :top]
     return ClassPrior(tuple(int(c) for c in np.unique(ranked)), float(temperature), float(weight), int(top))

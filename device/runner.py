@@ -18,7 +18,7 @@ import numpy as np
 
 from device.class_prior import ClassPrior
 from device.errors import ModelError
-from device.model_card import ModelCard, load_verified
+from device.model_card import ModelCard, card_path_for, load_verified
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Runner:
         else:
             self.card = None
         # Added to every score; export sets it on its unverified runner once it has fitted it.
-        self.prior: ClassPrior | None = self.card.prior(str(self.model_path.with_name("model.json"))) \
+        self.prior: ClassPrior | None = self.card.prior(str(card_path_for(self.model_path))) \
             if self.card is not None else None
         cls, self.backend = _interpreter_class()
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,19 @@ def float_scores(model, paths: list[Path], size: int, desc: str, view: View | No
             out.append(score)
             bar.update(len(batch))
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def out_of_fold_prior_terms(fit: Callable[[np.ndarray], ClassPrior], fit_on: np.ndarray, folds: np.ndarray,
+                            *views: np.ndarray) -> list[np.ndarray]:
+    """For each of `views` (embeddings row-aligned with `fit_on`), every row's class-prior term from a prior fitted on
+    the other folds' rows of `fit_on`: the prior's share of an out-of-fold score."""
+    out = [np.empty(len(v)) for v in views]
+    for k in np.unique(folds):
+        rows = folds == k
+        prior = fit(fit_on[~rows])
+        for terms, view in zip(out, views, strict=True):
+            terms[rows] = prior.terms(view[rows])
+    return out
 
 
 def prior_weight(oof_scores: np.ndarray) -> float:
@@ -184,25 +198,23 @@ def _calibrate_out_of_fold(model_dir: Path, meta: TrainingMeta, keras_model, run
     q = int8_views(runner, photos, "int8 scores")
     assert q.emb_whole is not None and q.emb_crop is not None
 
-    def out_of_fold(scores: np.ndarray, emb: np.ndarray, priors: list[ClassPrior] | None = None) -> np.ndarray:
+    def out_of_fold(scores: np.ndarray, emb: np.ndarray) -> np.ndarray:
         oof = np.empty(len(scores))
         for k, head in enumerate(fold_heads):
             rows = folds == k
             oof[rows] = scores[rows] - (final.score(emb[rows]) - head.score(emb[rows]))
-            if priors is not None:
-                oof[rows] += priors[k].terms(emb[rows])
         return oof
 
+    oof_whole = out_of_fold(q.whole, q.emb_whole)
+    oof_crop = out_of_fold(q.crop, q.emb_crop)
     prior: ClassPrior | None = None
-    fold_priors: list[ClassPrior] | None = None
     if meta.backbone == "efficientnet_lite0":   # its embedding is the ImageNet logits the prior reads
-        prior = fit_class_prior(q.emb_whole, LOGIT_NORM, prior_weight(out_of_fold(q.whole, q.emb_whole)))
-        fold_priors = [prior.with_classes_of(q.emb_whole[folds != k]) for k in range(len(fold_heads))]
+        prior = fit_class_prior(q.emb_whole, LOGIT_NORM, prior_weight(oof_whole))
         log.info("class prior: %d classes among the label photos' top %d; weight %.3f", len(prior.classes),
                  prior.top, prior.weight)
-    oof_whole = out_of_fold(q.whole, q.emb_whole, fold_priors)
-    oof_crop = out_of_fold(q.crop, q.emb_crop, fold_priors)
-    if prior is not None:
+        terms_whole, terms_crop = out_of_fold_prior_terms(prior.with_classes_of, q.emb_whole, folds,
+                                                          q.emb_whole, q.emb_crop)
+        oof_whole, oof_crop = oof_whole + terms_whole, oof_crop + terms_crop
         q.whole, q.crop = q.whole + prior.terms(q.emb_whole), q.crop + prior.terms(q.emb_crop)
         runner.prior = prior   # every later int8 score (background, sweep crops) includes the term
     # Parity on inputs the bank does not hold (crop views), plus any held-out background.
