@@ -10,17 +10,24 @@ classes of the other folds' photos; threshold at the card's target recall) and m
     top K        every class some label photo ranks among its K likeliest (K = 5 is what export uses)
 and the weight is 1x or 2x the spread of the raw out-of-fold scores (median minus 5th percentile; 1x is used).
 
+`crop_scale` rows (dev model only): the prior's weight on crop views (`crop_weight`) at 1x, 1.5x, 2x and 3x the
+whole view's, with the crop threshold recalibrated out of fold as export does, measured on the test photos through
+the daemon's default still pipeline (`FrameScorer.score_still`: whole view, sweep crops checked by partners).
+Export uses `export.pipeline.CROP_PRIOR_SCALE`.
+
 The raw out-of-fold scores are the card's (calibration.npz `oof_whole`) minus the fold priors' terms, which
 the embeddings, folds and the card's prior determine. Whole view only: the footage and ladder benchmarks measure
 the chosen rule on crops and clips.
 
 Usage (from the repository root, after `benchmarks/loso.py` has trained its models):
-    .venv/bin/python benchmarks/class_prior.py --dev /tmp/std/model-v4 --loso /tmp/edge-bench-loso
+    .venv/bin/python benchmarks/class_prior.py --dev /tmp/std/model-v6 --loso /tmp/edge-bench-loso
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import sys
 from functools import partial
 from pathlib import Path
@@ -43,12 +50,33 @@ from device.class_prior import ClassPrior, fit_class_prior, softmax  # noqa: E40
 from device.image_io import load_rgb  # noqa: E402
 from device.model_card import read_calibration  # noqa: E402
 from device.preprocess import preprocess  # noqa: E402
-from device.runner import Runner  # noqa: E402
-from device.thresholds import threshold_for_recall  # noqa: E402
-from export.pipeline import out_of_fold_prior_terms, prior_weight  # noqa: E402
+from device.runner import Inference, Runner  # noqa: E402
+from device.scoring import FrameScorer  # noqa: E402
+from device.thresholds import Thresholds, threshold_for_recall  # noqa: E402
+from export.pipeline import CROP_RECALL, out_of_fold_prior_terms, prior_weight  # noqa: E402
 
 RULES = (("none", None), ("mass 0.9", 0.9), ("top 1", 1), ("top 3", 3), ("top 5", 5), ("top 10", 10))
 WEIGHTS = (1.0, 2.0)
+CROP_SCALES = (1.0, 1.5, 2.0, 3.0)
+
+
+class RawOnce:
+    """The runner's interface for FrameScorer, running the model once per distinct view and adding `prior` itself,
+    so every crop scale is measured on the same model outputs (the int8 model is deterministic)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner, self.input_size, self.last_inference_ms = runner, runner.input_size, 0.0
+        self.prior: ClassPrior | None = None
+        self._raw: dict[bytes, Inference] = {}
+
+    def infer(self, image: np.ndarray, crop: bool = False) -> Inference:
+        key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+        if key not in self._raw:
+            self.runner.prior = None
+            self._raw[key] = self.runner.infer(image)
+        raw = self._raw[key]
+        assert self.prior is not None and raw.embedding is not None
+        return Inference(raw.score + self.prior.term(raw.embedding, crop), raw.embedding)
 
 
 def fit_by_mass(embeddings: np.ndarray, temperature: float, weight: float, mass: float) -> ClassPrior:
@@ -107,6 +135,37 @@ def measure(name: str, model_dir: Path, pos: list[Path], neg: list[Path], cats: 
     return rows_out
 
 
+def measure_crop_scales(model_dir: Path, pos: list[Path], neg: list[Path], cats: set[Path]) -> list[dict]:
+    runner = Runner(model_dir / "model.tflite", threads=2)
+    card, card_prior = runner.card, runner.prior
+    assert card is not None and card_prior is not None, f"{model_dir}: export it with this version first"
+    cal = read_calibration(runner.model_path, card, required=("embedding_whole", "embedding_crop", "oof_crop",
+                                                             "folds"))
+    emb, emb_crop = cal["embedding_whole"].astype(np.float32), cal["embedding_crop"].astype(np.float32)
+    folds = cal["folds"].astype(int)
+    raw_oof_crop = cal["oof_crop"].astype(np.float64) - out_of_fold_prior_terms(
+        card_prior.with_classes_of, emb, folds, emb_crop, crop=(True,))[0]
+    images = {p: load_rgb(p) for p in [*pos, *neg]}
+    model = RawOnce(runner)
+    rows_out = []
+    for scale in CROP_SCALES:
+        prior = dataclasses.replace(card_prior, crop_weight=scale * card_prior.weight)
+        oof_crop = raw_oof_crop + out_of_fold_prior_terms(prior.with_classes_of, emb, folds, emb_crop,
+                                                          crop=(True,))[0]
+        model.prior = prior
+        scorer = FrameScorer(model, Thresholds(card.threshold, threshold_for_recall(oof_crop, CROP_RECALL)))
+        p = np.array([scorer.score_still(images[x]).margin for x in pos])
+        n = np.array([scorer.score_still(images[x]).margin for x in neg])
+        cat_rate, _ = cat_false_alarm_rate(n, neg, cats, 0.0)
+        rows_out.append({"case": "dev, default still pipeline (whole view + sweep crops)", "rule": "top 5",
+                         "weight_x_spread": 1.0, "crop_scale": scale, "classes": len(prior.classes),
+                         "recall": float(np.mean(p >= 0)), "false_alarms": float(np.mean(n >= 0)),
+                         "false_alarms_cats": cat_rate, "n_pos": len(p), "n_neg": len(n)})
+        print(f"crop weight x{scale:g}: recall {rows_out[-1]['recall']:.3f}, false alarms "
+              f"{rows_out[-1]['false_alarms']:.4f}, cats {cat_rate:.3f}", flush=True)
+    return rows_out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,13 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     split = dev_split()
     neg = split.test_neg
     rows = measure("dev (398 dogs; 170 new dogs)", args.dev, split.test_pos, neg, split.cats)
+    rows += measure_crop_scales(args.dev, split.test_pos, neg, split.cats)
     if args.loso:
         for left_out in ("imagenet", "kaggle"):
             model = args.loso / f"model-not-{left_out}"
             test = sorted((args.loso / left_out).iterdir())
             rows += measure(f"trained without {left_out}, tested on its dogs", model, test, neg, split.cats)
-    header = ("case", "rule", "weight (x spread)", "classes", "recall", "false alarms", "false alarms, cats")
-    table = markdown_table(header, [(r["case"], r["rule"], f"{r['weight_x_spread']:g}", str(r["classes"]),
+    header = ("case", "rule", "weight (x spread)", "crop weight (x weight)", "classes", "recall", "false alarms",
+              "false alarms, cats")
+    table = markdown_table(header, [(r["case"], r["rule"], f"{r['weight_x_spread']:g}",
+                                     f"{r['crop_scale']:g}" if "crop_scale" in r else "", str(r["classes"]),
                                      f"{r['recall']:.3f}", f"{r['false_alarms']:.3f}",
                                      f"{r['false_alarms_cats']:.3f}") for r in rows])
     print()

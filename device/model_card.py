@@ -20,7 +20,10 @@ from device.thresholds import Thresholds
 # 2: square crops (preprocessing v3), `threshold_crop`, an embedding output and `outputs`, out-of-fold calibration.
 # 3: `class_prior` (device/class_prior.py): scores and thresholds include the label's-classes term, so a device
 #    that ignored it would decide on the wrong scale.
-SCHEMA_VERSION = 3
+# 4: `class_prior.crop_weight`: crop views carry a heavier prior term. A schema-3 card (no crop_weight) is still
+#    read exactly: its crops were calibrated with the whole view's weight, which is what a missing crop_weight means.
+SCHEMA_VERSION = 4
+OLDEST_SCHEMA_VERSION = 3
 # Higher score = more like the label. The daemon says "present" when score >= threshold.
 SCORE_DIRECTION = "higher_is_label"
 # Beside model.tflite: the label photos' int8 embeddings and out-of-fold scores (numpy .npz), so the device can
@@ -119,7 +122,7 @@ class ModelCard:
         if card.schema_version > SCHEMA_VERSION:
             raise ModelError(f"{source}: schema_version {card.schema_version} is newer than this device "
                              f"understands ({SCHEMA_VERSION}); upgrade edge-device")
-        if card.schema_version < SCHEMA_VERSION:
+        if card.schema_version < OLDEST_SCHEMA_VERSION:
             raise ModelError(f"{source}: schema_version {card.schema_version} was made by an older train-edge; "
                              f"retrain with this version (train-edge), re-export its training folder "
                              f"(export-edge MODEL_DIR), or install the matching edge-device")

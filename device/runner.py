@@ -3,7 +3,8 @@
 Interpreter order: ai-edge-litert (maintained; works with NumPy 2), tflite_runtime, tensorflow.lite.
 A model has one score output (shape [1, 1]) and, from schema 2 on, an embedding output (shape [1, D]): the
 L2-normalised vector the score is built on, which the device's feedback bank compares frames with. From schema 3
-the score is the model's output plus the card's class-prior term of that embedding (device/class_prior.py).
+the score is the model's output plus the card's class-prior term of that embedding (device/class_prior.py); from
+schema 4 a crop of a frame gets the prior's crop weight (`infer(..., crop=True)`).
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ class Runner:
             return (y.astype(np.float32) - zero) * scale
         return y.astype(np.float32)
 
-    def infer(self, image: np.ndarray) -> Inference:
-        """Score one already-preprocessed (size, size, 3) RGB uint8 image; `last_inference_ms` is the invoke time."""
+    def infer(self, image: np.ndarray, crop: bool = False) -> Inference:
+        """Score one already-preprocessed (size, size, 3) RGB uint8 image; `last_inference_ms` is the invoke time.
+        `crop`: the image is a crop of a frame, whose class-prior term has the prior's crop weight."""
         self._interp.set_tensor(self._in_index, self._to_input(image))
         t0 = time.perf_counter()
         self._interp.invoke()
@@ -118,5 +120,5 @@ class Runner:
         score = float(self._dequantised(self._interp, self._score_out)[0])
         embedding = None if self._embedding_out is None else self._dequantised(self._interp, self._embedding_out)
         if self.prior is not None and embedding is not None:
-            score += self.prior.term(embedding)
+            score += self.prior.term(embedding, crop)
         return Inference(score, embedding)

@@ -9,8 +9,9 @@ Per frame the model scores the whole view (the centre square, `device.preprocess
   3. the sweep: the next square of a grid that covers the frame (sides included), in turn, so a small
      subject that never moves is still found within one sweep cycle. One slot per frame is kept for it.
 A crop counts only against its own threshold (`threshold_crop`: crops are smaller and blurrier than the
-photos the whole-view threshold was calibrated on) and only once hits near the same place agree over
-several frames (`HitTracker`): a follow-up partner or a motion region that hits where a crop hit before.
+photos the whole-view threshold was calibrated on; their class-prior term has the prior's crop weight) and
+only once hits near the same place agree over several frames (`HitTracker`): a follow-up partner or a motion
+region that hits where a crop hit before.
 The frame's score is then `threshold + best margin`, where a margin is a view's score minus its threshold:
 on the whole view's scale, so the Decider, events and stats read as before.
 
@@ -91,7 +92,7 @@ class FrameScorer:
     # -- one view -----------------------------------------------------------------------------------------
 
     def _view(self, image: np.ndarray, kind: str, box: Box) -> ViewScore:
-        result = self.runner.infer(preprocess(image, self.runner.input_size, box))
+        result = self.runner.infer(preprocess(image, self.runner.input_size, box), crop=kind != WHOLE)
         score = result.score
         if self.adjust is not None and result.embedding is not None:
             score += self.adjust(result.embedding)

@@ -15,8 +15,8 @@ the threshold sits in holds ~20 photos of 400 instead of ~4 of an 80-photo valid
 The class prior (device/class_prior.py) is fitted here, on the int8 embeddings of the label's photos, the ones the
 device computes. Its weight is the spread of the out-of-fold scores between their median and the 5th percentile
 (`prior_weight`), so the term is on the score's own scale: a view whose share on the label's classes is e times
-lower than another's loses that spread. Out of fold, each photo's term comes from the classes of the other folds'
-photos, as its head does.
+lower than another's loses that spread; a crop view loses `CROP_PRIOR_SCALE` times as much. Out of fold, each
+photo's term comes from the classes of the other folds' photos, as its head does.
 
 `calibration.npz` beside the model keeps the int8 embeddings and out-of-fold scores of the label's photos, so
 the device can check that a local feedback bank never costs the label its recall.
@@ -72,36 +72,44 @@ def _existing(paths: list[str]) -> list[Path]:
 
 
 def float_scores(model, paths: list[Path], size: int, desc: str, view: View | None = None,
-                 prior: ClassPrior | None = None) -> np.ndarray:
-    """The Keras model's scores, plus the class prior's term of its float embeddings (as the device adds it)."""
+                 prior: ClassPrior | None = None, crop: bool = False) -> np.ndarray:
+    """The Keras model's scores, plus the class prior's term of its float embeddings (as the device adds it;
+    `crop`: the views are crops, with the prior's crop weight)."""
     out = []
     with tqdm(total=len(paths), desc=desc, unit="img", dynamic_ncols=True, leave=False) as bar:
         for batch in iter_batches(paths, size, batch_size=32, view=view):
             y = model.predict_on_batch(batch.astype(np.float32))
             score = np.asarray(y[0] if isinstance(y, (list, tuple)) else y, np.float64).reshape(-1)
             if prior is not None and isinstance(y, (list, tuple)) and len(y) > 1:
-                score = score + prior.terms(np.asarray(y[1]))
+                score = score + prior.terms(np.asarray(y[1]), crop)
             out.append(score)
             bar.update(len(batch))
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def out_of_fold_prior_terms(fit: Callable[[np.ndarray], ClassPrior], fit_on: np.ndarray, folds: np.ndarray,
-                            *views: np.ndarray) -> list[np.ndarray]:
+                            *views: np.ndarray, crop: tuple[bool, ...] = ()) -> list[np.ndarray]:
     """For each of `views` (embeddings row-aligned with `fit_on`), every row's class-prior term from a prior fitted on
-    the other folds' rows of `fit_on`: the prior's share of an out-of-fold score."""
+    the other folds' rows of `fit_on`: the prior's share of an out-of-fold score. `crop[i]`: views[i] are crops
+    (the prior's crop weight); missing entries are whole views."""
+    flags = tuple(crop) + (False,) * (len(views) - len(crop))
     out = [np.empty(len(v)) for v in views]
     for k in np.unique(folds):
         rows = folds == k
         prior = fit(fit_on[~rows])
-        for terms, view in zip(out, views, strict=True):
-            terms[rows] = prior.terms(view[rows])
+        for terms, view, is_crop in zip(out, views, flags, strict=True):
+            terms[rows] = prior.terms(view[rows], is_crop)
     return out
 
 
 def prior_weight(oof_scores: np.ndarray) -> float:
     """The class prior's weight: the out-of-fold scores' spread from the median down to the 5th percentile."""
     return float(max(np.percentile(oof_scores, 50) - np.percentile(oof_scores, 5), 1e-6))
+
+
+# The prior's weight on crop views, as a multiple of the whole view's (device/class_prior.py says why, and how
+# it was chosen: benchmarks/class_prior.py, `crop_scale` rows).
+CROP_PRIOR_SCALE = 2.0
 
 
 @dataclass
@@ -121,7 +129,7 @@ def int8_views(runner: Runner, paths: list[Path], desc: str) -> Int8Views:
     for p in tqdm(paths, desc=desc, unit="img", dynamic_ncols=True, leave=False):
         image = load_rgb(p)
         a = runner.infer(preprocess(image, size))
-        b = runner.infer(preprocess(crop_view(image), size))
+        b = runner.infer(preprocess(crop_view(image), size), crop=True)
         whole.append(a.score)
         crop.append(b.score)
         ew.append(a.embedding)
@@ -137,7 +145,7 @@ def sweep_crop_scores(runner: Runner, paths: list[Path], desc: str) -> np.ndarra
     for p in tqdm(paths, desc=desc, unit="img", dynamic_ncols=True, leave=False):
         image = load_rgb(p)
         h, w = image.shape[:2]
-        out += [runner.infer(preprocess(image, runner.input_size, box)).score for box in sweep_boxes(w, h)]
+        out += [runner.infer(preprocess(image, runner.input_size, box), crop=True).score for box in sweep_boxes(w, h)]
     return np.array(out)
 
 
@@ -209,16 +217,18 @@ def _calibrate_out_of_fold(model_dir: Path, meta: TrainingMeta, keras_model, run
     oof_crop = out_of_fold(q.crop, q.emb_crop)
     prior: ClassPrior | None = None
     if meta.backbone == "efficientnet_lite0":   # its embedding is the ImageNet logits the prior reads
-        prior = fit_class_prior(q.emb_whole, LOGIT_NORM, prior_weight(oof_whole))
-        log.info("class prior: %d classes among the label photos' top %d; weight %.3f", len(prior.classes),
-                 prior.top, prior.weight)
+        weight = prior_weight(oof_whole)
+        prior = fit_class_prior(q.emb_whole, LOGIT_NORM, weight, crop_weight=CROP_PRIOR_SCALE * weight)
+        log.info("class prior: %d classes among the label photos' top %d; weight %.3f, on crops %.3f",
+                 len(prior.classes), prior.top, prior.weight, prior.crop_weight)
         terms_whole, terms_crop = out_of_fold_prior_terms(prior.with_classes_of, q.emb_whole, folds,
-                                                          q.emb_whole, q.emb_crop)
+                                                          q.emb_whole, q.emb_crop, crop=(False, True))
         oof_whole, oof_crop = oof_whole + terms_whole, oof_crop + terms_crop
-        q.whole, q.crop = q.whole + prior.terms(q.emb_whole), q.crop + prior.terms(q.emb_crop)
+        q.whole, q.crop = q.whole + prior.terms(q.emb_whole), q.crop + prior.terms(q.emb_crop, crop=True)
         runner.prior = prior   # every later int8 score (background, sweep crops) includes the term
     # Parity on inputs the bank does not hold (crop views), plus any held-out background.
-    crop_f = float_scores(keras_model, photos, size, "float scores (crop views)", view=crop_view, prior=prior)
+    crop_f = float_scores(keras_model, photos, size, "float scores (crop views)", view=crop_view, prior=prior,
+                          crop=True)
     neg_q = np.zeros(0)
     float_s, int8_s = crop_f, q.crop
     parity_images = f"crop views ({CROP_VIEW_PX} px) of the {len(photos)} label photos"
@@ -331,7 +341,8 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
         score={"direction": "higher means more like the label; present when score >= threshold",
                **meta.score_terms,
                **({"class_prior": "+ weight * log(share of softmax(temperature * embedding) on the label's "
-                                  "classes), added by the device (class_prior)"} if cal.prior else {})},
+                                  "classes), crop_weight on crop views, added by the device (class_prior)"}
+                  if cal.prior else {})},
         versions={"edge_oneclass": device.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                   "python": platform.python_version()},
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

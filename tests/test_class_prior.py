@@ -20,6 +20,9 @@ from device.image_io import load_rgb
 from device.model_card import ModelCard
 from device.preprocess import preprocess
 from device.runner import Runner
+from device.scoring import WHOLE, FrameScorer
+from device.thresholds import Thresholds
+from export.pipeline import CROP_PRIOR_SCALE
 
 COLOUR = Path(__file__).resolve().parent / "fixtures" / "colour" / "model.tflite"
 # the cat rule of ../shared/data/README.md (benchmarks/common.py uses the same markers)
@@ -47,8 +50,8 @@ def test_fit_keeps_the_classes_that_carry_the_label_photos() -> None:
 
 
 def test_prior_round_trips_through_model_json_and_a_broken_one_is_named() -> None:
-    prior = ClassPrior((3, 7, 151), 35.0, 8.5, 5)
-    assert ClassPrior.from_dict(json.loads(json.dumps(prior.to_dict()))) == prior
+    for prior in (ClassPrior((3, 7, 151), 35.0, 8.5, 5), ClassPrior((3, 7, 151), 35.0, 8.5, 5, crop_weight=17.0)):
+        assert ClassPrior.from_dict(json.loads(json.dumps(prior.to_dict()))) == prior
     with pytest.raises(ModelError, match="model.json: unreadable class_prior"):
         ClassPrior.from_dict({"classes": [1, 2], "weight": 1.0})   # no temperature
 
@@ -79,6 +82,38 @@ def test_runner_adds_the_cards_class_prior_to_every_score(tmp_path: Path) -> Non
     assert with_prior.infer(red).score - plain.infer(red).score < with_prior.infer(blue).score - plain.infer(blue).score
 
 
+def test_crop_views_carry_the_crop_weight_and_a_schema_3_prior_weighs_them_as_whole_views(tmp_path: Path) -> None:
+    """Crops (of the daemon's frames, export's crop views) get `crop_weight`; a card from before it existed
+    (schema 3, no crop_weight) was calibrated with one weight, so its crops keep the whole view's."""
+    plain = Runner(_colour_model_with(tmp_path / "plain", None))
+    heavy = Runner(_colour_model_with(tmp_path / "heavy", ClassPrior((2,), 10.0, 3.0, crop_weight=6.0)))
+    old = Runner(_colour_model_with(tmp_path / "old", ClassPrior((2,), 10.0, 3.0)))
+    red = np.full((plain.input_size, plain.input_size, 3), (200, 40, 30), np.uint8)
+    base = plain.infer(red).score
+    whole_loss = base - heavy.infer(red).score
+    assert whole_loss > 1.0   # red is not the label's class: a real penalty to scale
+    assert base - heavy.infer(red, crop=True).score == pytest.approx(2 * whole_loss)
+    assert base - old.infer(red, crop=True).score == pytest.approx(whole_loss)
+    assert base - old.infer(red).score == pytest.approx(whole_loss)
+
+
+def test_the_daemons_scorer_weighs_crops_with_the_crop_weight(tmp_path: Path) -> None:
+    """Every crop the daemon and eval-edge score (sweep, partners) carries the crop weight; the whole view does not."""
+    plain = Runner(_colour_model_with(tmp_path / "plain", None))
+    prior = ClassPrior((2,), 10.0, 3.0, crop_weight=6.0)
+    heavy = Runner(_colour_model_with(tmp_path / "heavy", prior))
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[:, :160] = (200, 40, 30)
+    frame[:, 160:] = (30, 90, 200)
+    thresholds = Thresholds(0.0, 0.0)
+    a = FrameScorer(plain, thresholds).score_still(frame).views
+    b = FrameScorer(heavy, thresholds).score_still(frame).views
+    assert [v.box for v in a] == [v.box for v in b] and len(b) > 3
+    for va, vb in zip(a, b, strict=True):
+        weight = prior.weight if vb.kind == WHOLE else prior.crop_weight
+        assert vb.score == pytest.approx(va.score + weight * prior.log_share(va.embedding), abs=1e-5), vb.kind
+
+
 def test_a_prior_that_does_not_fit_the_embedding_is_refused_at_load(tmp_path: Path) -> None:
     model = _colour_model_with(tmp_path, ClassPrior((2, 500), 10.0, 3.0))   # the embedding has 3 dims
     with pytest.raises(ModelError, match="class_prior does not fit"):
@@ -94,6 +129,7 @@ def test_trained_prior_holds_the_label_photos_and_marks_cats(trained_model: Path
     card = ModelCard.load(trained_model / "model.json")
     prior = card.prior()
     assert prior is not None and 0 < prior.weight and prior.temperature > 0
+    assert prior.crop_weight == pytest.approx(CROP_PRIOR_SCALE * prior.weight)   # crops: the heavier term
     calibration = np.load(trained_model / "calibration.npz")
     # the classes come from the label photos: each photo's likeliest class is one of them
     top1 = np.argmax(calibration["embedding_whole"].astype(np.float32), axis=1)

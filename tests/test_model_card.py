@@ -21,9 +21,12 @@ def test_thresholds_for_whole_view_and_crops() -> None:
 
 
 def test_card_from_an_older_schema_is_refused_with_what_to_do() -> None:
-    data = card().to_dict() | {"schema_version": 1}
-    with pytest.raises(ModelError, match="retrain"):
-        ModelCard.from_dict(data)
+    for version in (1, 2):
+        data = card().to_dict() | {"schema_version": version}
+        with pytest.raises(ModelError, match="retrain"):
+            ModelCard.from_dict(data)
+    # schema 3 differs only by the class prior's crop weight, whose absence means "as the whole view's"
+    assert ModelCard.from_dict(card().to_dict() | {"schema_version": 3}).schema_version == 3
 
 
 def test_card_from_another_preprocessing_is_refused() -> None:
