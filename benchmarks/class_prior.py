@@ -62,9 +62,11 @@ CROP_SCALES = (1.0, 1.5, 2.0, 3.0)
 
 class RawOnce:
     """The runner's interface for FrameScorer, running the model once per distinct view and adding `prior` itself,
-    so every crop scale is measured on the same model outputs (the int8 model is deterministic)."""
+    so every crop scale is measured on the same model outputs (the int8 model is deterministic). Takes over
+    `runner`: its own prior is switched off."""
 
     def __init__(self, runner: Runner) -> None:
+        runner.prior = None
         self.runner, self.input_size, self.last_inference_ms = runner, runner.input_size, 0.0
         self.prior: ClassPrior | None = None
         self._raw: dict[bytes, Inference] = {}
@@ -72,7 +74,6 @@ class RawOnce:
     def infer(self, image: np.ndarray, crop: bool = False) -> Inference:
         key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
         if key not in self._raw:
-            self.runner.prior = None
             self._raw[key] = self.runner.infer(image)
         raw = self._raw[key]
         assert self.prior is not None and raw.embedding is not None
