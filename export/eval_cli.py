@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from device.cli_main import run_main, setup_logging
 from device.errors import require_modules
@@ -13,6 +14,15 @@ from device.errors import require_modules
 # eval-edge scores with the device's runner, so beyond the `device` extra it needs only these (of the `train` extra).
 EVAL_MODULES = {"sklearn": "scikit-learn", "tqdm": "tqdm"}
 PLOT_MODULES = {"matplotlib": "matplotlib"}
+
+if TYPE_CHECKING:   # export.evaluate needs tqdm, which is checked for (with a hint) before it is imported
+    from export.evaluate import ScoredFolder
+
+
+def image_rows(folder: ScoredFolder, positive: bool, threshold: float) -> list[dict[str, Any]]:
+    """One row per scored image, so a user can see which photos were missed or raised a false alarm."""
+    return [{"path": str(p), "positive": positive, "score": float(s), "detected": bool(s >= threshold)}
+            for p, s in zip(folder.paths, folder.scores, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if pos.skipped or neg.skipped:
             print(f"skipped    {len(pos.skipped) + len(neg.skipped)} unreadable file(s)")
         result = {**m.as_dict(), "label": label, "model": str(args.model), "pipeline": pipeline,
-                  "threshold_crop": thresholds.crop, "skipped": pos.skipped + neg.skipped}
+                  "threshold_crop": thresholds.crop, "skipped": pos.skipped + neg.skipped,
+                  "images": image_rows(pos, True, threshold) + image_rows(neg, False, threshold)}
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,11 @@ class ScoredFolder:
 
 
 def score_folder(scorer: FrameScorer, folder: str | Path, desc: str = "scoring",
-                 paths: list[Path] | None = None) -> ScoredFolder:
+                 paths: list[Path] | None = None,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> ScoredFolder:
     """Score every image under `folder` (or the given `paths`) as the daemon scores a still scene
-    (`FrameScorer.score_still`): the frame's score is on the whole view's scale, >= threshold = detected."""
+    (`FrameScorer.score_still`): the frame's score is on the whole view's scale, >= threshold = detected.
+    `transform` changes each decoded RGB image first: a benchmark's camera condition (e.g. greyscale night vision)."""
     folder = Path(folder)
     if paths is None:
         if not folder.is_dir():
@@ -43,5 +46,5 @@ def score_folder(scorer: FrameScorer, folder: str | Path, desc: str = "scoring",
             skipped.append(str(p))
             continue
         kept.append(p)
-        scores.append(scorer.score_still(frame).score)
+        scores.append(scorer.score_still(frame if transform is None else transform(frame)).score)
     return ScoredFolder(kept, np.asarray(scores, dtype=np.float64), skipped)

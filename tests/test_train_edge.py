@@ -61,6 +61,13 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
     assert result["threshold"] == pytest.approx(card.threshold)
     assert (tmp_path / "eval.png").stat().st_size > 1000
     assert "AUROC" in proc.stdout
+    # one row per image, agreeing with the counts: a user finds the missed photos and the false alarms by name
+    rows = result["images"]
+    assert len(rows) == result["n_positives"] + result["n_negatives"]
+    assert {Path(r["path"]).name for r in rows if r["positive"]} == {p.name for p in pos.iterdir()}
+    assert sum(r["detected"] for r in rows if r["positive"]) == result["true_positives"]
+    assert sum(r["detected"] for r in rows if not r["positive"]) == result["false_positives"]
+    assert all(r["detected"] == (r["score"] >= result["threshold"]) for r in rows)
 
     assert result["pipeline"] == "whole view + sweep crops" and result["threshold_crop"] == pytest.approx(
         card.threshold_crop)
