@@ -1,11 +1,12 @@
 """Night vision: does a model trained on colour photos still work when the camera switches to greyscale (IR)?
 
 Many security and pet cameras switch to infrared at night and then deliver greyscale frames (equal R, G and B).
-The label's photos are usually colour. This benchmark scores the dev split's test photos (170 held-out dogs vs
-589 no-dog photos, 156 of them cats) twice through the device's own scorer (`FrameScorer.score_still`, the
-`whole` and `default` pipelines of benchmarks/common.py): as they are, and converted to greyscale the way an IR
-camera delivers them (luma in all three channels, in memory, no re-encoding). Recall and false alarms at the
-model's calibrated thresholds, false alarms on cats, AUROC.
+The label's photos are usually colour; `train-edge` therefore puts a greyscale copy of each photo in the bank and
+the autoencoder (training/views.py `grey`). This benchmark measures what is left: it scores the dev split's test
+photos (170 held-out dogs vs 589 no-dog photos, 156 of them cats) twice through the device's own scorer
+(`FrameScorer.score_still`, the `whole` and `default` pipelines of benchmarks/common.py): as they are, and
+converted to greyscale with that same `grey` view (luma in all three channels, in memory, no re-encoding).
+Recall and false alarms at the model's calibrated thresholds, false alarms on cats, AUROC.
 
 It was written to settle one question about the shared clip dog/02 (an overhead greyscale fisheye view that no
 configuration finds): is greyscale the cause? If greyscale copies of the test photos score about as well as the
@@ -21,8 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,24 +43,18 @@ from benchmarks.common import (  # noqa: E402
 CONDITIONS = ("colour", "greyscale")
 
 
-def greyscale(rgb: np.ndarray) -> np.ndarray:
-    """An IR camera's frame: the luma (ITU-R BT.601, as OpenCV computes it) in all three channels."""
-    import cv2
-
-    return np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
-
-
 def measure(model: Path, pipeline: str, condition: str) -> dict:
     from device.runner import Runner
     from device.scoring import FrameScorer
     from export.evaluate import score_folder
     from export.metrics import detection_metrics
+    from training.views import grey  # the same greyscale view train-edge puts in the bank
 
     split = dev_split()
     runner = Runner(model, threads=2)
     thresholds = pipeline_thresholds(pipeline, runner)
     scorer = FrameScorer(runner, thresholds, pipeline_settings(pipeline))
-    transform = greyscale if condition == "greyscale" else None
+    transform = grey if condition == "greyscale" else None
     pos = score_folder(scorer, split.name, f"{pipeline} {condition} positives", split.test_pos, transform)
     neg = score_folder(scorer, split.name, f"{pipeline} {condition} negatives", split.test_neg, transform)
     m = detection_metrics(pos.scores, neg.scores, thresholds.whole)
