@@ -32,6 +32,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,9 +133,12 @@ def float_test_scores(model_dir: Path, split: Split, size: int) -> tuple[np.ndar
             float_scores(model, split.test_neg, size, "float negatives", prior=prior))
 
 
-def int8_test_scores(model: Path, split: Split, pipeline: str) -> tuple[np.ndarray, np.ndarray, list[Path], float]:
+def int8_test_scores(model: Path, split: Split, pipeline: str,
+                     transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, list[Path], float]:
     """Scores through the device path (`FrameScorer.score_still` with the pipeline's settings); also returns the
-    negatives actually scored (unreadable ones are skipped) and the whole-view threshold the frame scores are on."""
+    negatives actually scored (unreadable ones are skipped) and the whole-view threshold the frame scores are on.
+    `transform`: a camera condition applied to each decoded image (benchmarks/greyscale.py)."""
     from device.runner import Runner
     from device.scoring import FrameScorer
     from export.evaluate import score_folder
@@ -143,8 +147,8 @@ def int8_test_scores(model: Path, split: Split, pipeline: str) -> tuple[np.ndarr
     assert runner.card is not None
     thresholds = pipeline_thresholds(pipeline, runner)
     scorer = FrameScorer(runner, thresholds, pipeline_settings(pipeline))
-    pos = score_folder(scorer, split.name, f"int8 {pipeline} positives", paths=split.test_pos)
-    neg = score_folder(scorer, split.name, f"int8 {pipeline} negatives", paths=split.test_neg)
+    pos = score_folder(scorer, split.name, f"int8 {pipeline} positives", paths=split.test_pos, transform=transform)
+    neg = score_folder(scorer, split.name, f"int8 {pipeline} negatives", paths=split.test_neg, transform=transform)
     return pos.scores, neg.scores, neg.paths, thresholds.whole
 
 

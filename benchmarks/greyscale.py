@@ -33,8 +33,6 @@ from benchmarks.common import (  # noqa: E402
     fmt,
     markdown_table,
     model_file,
-    pipeline_settings,
-    pipeline_thresholds,
     publish,
     today,
     write_json,
@@ -44,25 +42,21 @@ CONDITIONS = ("colour", "greyscale")
 
 
 def measure(model: Path, pipeline: str, condition: str) -> dict:
-    from device.runner import Runner
-    from device.scoring import FrameScorer
-    from export.evaluate import score_folder
+    from benchmarks.accuracy import crop_threshold_of, int8_test_scores
+    from device.model_card import ModelCard
     from export.metrics import detection_metrics
     from training.views import grey  # the same greyscale view train-edge puts in the bank
 
     split = dev_split()
-    runner = Runner(model, threads=2)
-    thresholds = pipeline_thresholds(pipeline, runner)
-    scorer = FrameScorer(runner, thresholds, pipeline_settings(pipeline))
-    transform = grey if condition == "greyscale" else None
-    pos = score_folder(scorer, split.name, f"{pipeline} {condition} positives", split.test_pos, transform)
-    neg = score_folder(scorer, split.name, f"{pipeline} {condition} negatives", split.test_neg, transform)
-    m = detection_metrics(pos.scores, neg.scores, thresholds.whole)
-    cats, n_cats = cat_false_alarm_rate(neg.scores, neg.paths, split.cats, thresholds.whole)
+    pos, neg, neg_paths, threshold = int8_test_scores(model, split, pipeline,
+                                                      grey if condition == "greyscale" else None)
+    m = detection_metrics(pos, neg, threshold)
+    cats, n_cats = cat_false_alarm_rate(neg, neg_paths, split.cats, threshold)
+    card = ModelCard.load(model.with_name("model.json"))
     return {"pipeline": pipeline, "condition": condition, "model": str(model), "auroc": m.auroc,
             "recall": m.tpr, "false_alarm_rate": m.fpr, "false_alarm_rate_cats": cats, "n_cats": n_cats,
-            "n_positives": m.n_positives, "n_negatives": m.n_negatives, "threshold": thresholds.whole,
-            "threshold_crop": thresholds.crop}
+            "n_positives": m.n_positives, "n_negatives": m.n_negatives, "threshold": threshold,
+            "threshold_crop": crop_threshold_of(pipeline, card, model)}
 
 
 def readme_block(result: dict) -> str:
