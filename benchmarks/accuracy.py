@@ -38,13 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     PIPELINES,
     RESULTS,
     SPLITS,
-    WIDE_CROP_RECALL,
     Split,
     cat_false_alarm_rate,
     command_line,
@@ -53,8 +50,8 @@ from benchmarks.common import (  # noqa: E402
     frame_timings,
     load_json,
     markdown_table,
+    pipeline_model,
     pipeline_settings,
-    pipeline_thresholds,
     publish,
     symlink_folder,
     today,
@@ -110,8 +107,8 @@ def configs(args: argparse.Namespace) -> list[Config]:
 
 def train_model(split: Split, cfg: Config, work: Path) -> tuple[Path, float]:
     """Train with the product's defaults on a symlink folder of the split's training photos; wall time in s."""
-    from export.pipeline import export_model
-    from training.train import TrainOptions, train
+    from edge_oneclass.export.pipeline import export_model
+    from edge_oneclass.training.train import TrainOptions, train
 
     images = symlink_folder(split.train, work / f"{split.name}-train" / LABEL)
     out = work / f"{cfg.dataset}-{cfg.backbone}-{cfg.size}"
@@ -124,8 +121,8 @@ def train_model(split: Split, cfg: Config, work: Path) -> tuple[Path, float]:
 def float_test_scores(model_dir: Path, split: Split, size: int) -> tuple[np.ndarray, np.ndarray]:
     import keras
 
-    from device.model_card import ModelCard
-    from export.pipeline import float_scores
+    from edge_oneclass.device.model.card import ModelCard
+    from edge_oneclass.export.pipeline import float_scores
 
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
     prior = ModelCard.load(model_dir / "model.json").prior()   # the device adds it to the int8 scores too
@@ -139,29 +136,26 @@ def int8_test_scores(model: Path, split: Split, pipeline: str,
     """Scores through the device path (`FrameScorer.score_still` with the pipeline's settings); also returns the
     negatives actually scored (unreadable ones are skipped) and the whole-view threshold the frame scores are on.
     `transform`: a camera condition applied to each decoded image (benchmarks/greyscale.py)."""
-    from device.runner import Runner
-    from device.scoring import FrameScorer
-    from export.evaluate import score_folder
+    from edge_oneclass.device.detect.scoring import FrameScorer
+    from edge_oneclass.export.evaluate import score_folder
 
-    runner = Runner(model, threads=2)
-    assert runner.card is not None
-    thresholds = pipeline_thresholds(pipeline, runner)
-    scorer = FrameScorer(runner, thresholds, pipeline_settings(pipeline))
-    pos = score_folder(scorer, split.name, f"int8 {pipeline} positives", paths=split.test_pos, transform=transform)
-    neg = score_folder(scorer, split.name, f"int8 {pipeline} negatives", paths=split.test_neg, transform=transform)
-    return pos.scores, neg.scores, neg.paths, thresholds.whole
+    running = pipeline_model(pipeline, model)
+    scorer = FrameScorer(pipeline_settings(pipeline))
+    pos = score_folder(scorer, running, split.name, f"int8 {pipeline} positives", paths=split.test_pos,
+                       transform=transform)
+    neg = score_folder(scorer, running, split.name, f"int8 {pipeline} negatives", paths=split.test_neg,
+                       transform=transform)
+    return pos.scores, neg.scores, neg.paths, running.thresholds.whole
 
 
-def crop_threshold_of(pipeline: str, card, model: Path) -> float:
-    from device.thresholds import decision_thresholds
-
-    return decision_thresholds(card, model, crop_recall=WIDE_CROP_RECALL if pipeline == "wide" else None).crop
+def crop_threshold_of(pipeline: str, model: Path) -> float:
+    return pipeline_model(pipeline, model).thresholds.crop
 
 
 def measure(split: Split, cfg: Config, model_dir: Path, train_s: float | None) -> dict:
     """Every figure of one row: int8 and float accuracy, cats, parity, size and speed."""
-    from device.model_card import ModelCard
-    from export.metrics import auroc, detection_metrics
+    from edge_oneclass.device.model.card import ModelCard
+    from edge_oneclass.export.metrics import auroc, detection_metrics
 
     model = model_dir / "model.tflite"
     card = ModelCard.from_dict(load_json(model_dir / "model.json"))
@@ -174,7 +168,7 @@ def measure(split: Split, cfg: Config, model_dir: Path, train_s: float | None) -
         "dataset": cfg.dataset, "backbone": cfg.backbone, "image_size": cfg.size, "pipeline": cfg.pipeline,
         "model": str(model_dir),
         "auroc_int8": m.auroc, "average_precision_int8": m.average_precision,
-        "threshold": threshold, "threshold_crop": crop_threshold_of(cfg.pipeline, card, model),
+        "threshold": threshold, "threshold_crop": crop_threshold_of(cfg.pipeline, model),
         "recall": m.tpr, "false_alarm_rate": m.fpr,
         "false_alarm_rate_cats": cat_fpr, "n_cats": n_cats,
         "n_positives": m.n_positives, "n_negatives": m.n_negatives,
@@ -297,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {publish('results', readme_block(load_json(args.json)))}")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from training.tf_quiet import import_tensorflow_quietly
+    from edge_oneclass.training.tf_quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import keras  # noqa: F401  (imported before the first timed training, so no row pays for it)

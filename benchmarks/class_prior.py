@@ -34,9 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     DATA,
     RESULTS,
     cat_false_alarm_rate,
@@ -46,14 +44,15 @@ from benchmarks.common import (  # noqa: E402
     today,
     write_json,
 )
-from device.class_prior import ClassPrior, fit_class_prior, softmax  # noqa: E402
-from device.image_io import load_rgb  # noqa: E402
-from device.model_card import read_calibration  # noqa: E402
-from device.preprocess import preprocess  # noqa: E402
-from device.runner import Inference, Runner  # noqa: E402
-from device.scoring import FrameScorer  # noqa: E402
-from device.thresholds import Thresholds, threshold_for_recall  # noqa: E402
-from export.pipeline import CROP_RECALL, out_of_fold_prior_terms, prior_weight  # noqa: E402
+from edge_oneclass.device.detect.scoring import FrameScorer
+from edge_oneclass.device.image_io import load_rgb
+from edge_oneclass.device.model.calibration import read_calibration
+from edge_oneclass.device.model.class_prior import ClassPrior, fit_class_prior, softmax
+from edge_oneclass.device.model.preprocess import preprocess
+from edge_oneclass.device.model.runner import Inference, Runner
+from edge_oneclass.device.model.running import RunningModel
+from edge_oneclass.device.model.thresholds import Thresholds, threshold_for_recall
+from edge_oneclass.export.pipeline import CROP_RECALL, out_of_fold_prior_terms, prior_weight
 
 RULES = (("none", None), ("mass 0.9", 0.9), ("top 1", 1), ("top 3", 3), ("top 5", 5), ("top 10", 10))
 WEIGHTS = (1.0, 2.0)
@@ -107,7 +106,7 @@ def measure(name: str, model_dir: Path, pos: list[Path], neg: list[Path], cats: 
     runner = Runner(model_dir / "model.tflite", threads=2)
     card = runner.card
     assert card is not None and runner.prior is not None, f"{model_dir}: export it with this version first"
-    cal = read_calibration(runner.model_path, card, required=("embedding_whole", "oof_whole", "folds"))
+    cal = read_calibration(runner.model_path, card.calibration, required=("embedding_whole", "oof_whole", "folds"))
     emb = cal["embedding_whole"].astype(np.float32)
     folds = cal["folds"].astype(int)
     card_prior = runner.prior
@@ -140,8 +139,8 @@ def measure_crop_scales(model_dir: Path, pos: list[Path], neg: list[Path], cats:
     runner = Runner(model_dir / "model.tflite", threads=2)
     card, card_prior = runner.card, runner.prior
     assert card is not None and card_prior is not None, f"{model_dir}: export it with this version first"
-    cal = read_calibration(runner.model_path, card, required=("embedding_whole", "embedding_crop", "oof_crop",
-                                                             "folds"))
+    cal = read_calibration(runner.model_path, card.calibration,
+                           required=("embedding_whole", "embedding_crop", "oof_crop", "folds"))
     emb, emb_crop = cal["embedding_whole"].astype(np.float32), cal["embedding_crop"].astype(np.float32)
     folds = cal["folds"].astype(int)
     raw_oof_crop = cal["oof_crop"].astype(np.float64) - out_of_fold_prior_terms(
@@ -154,9 +153,11 @@ def measure_crop_scales(model_dir: Path, pos: list[Path], neg: list[Path], cats:
         oof_crop = raw_oof_crop + out_of_fold_prior_terms(prior.with_classes_of, emb, folds, emb_crop,
                                                           crop=(True,))[0]
         model.prior = prior
-        scorer = FrameScorer(model, Thresholds(card.threshold, threshold_for_recall(oof_crop, CROP_RECALL)))
-        p = np.array([scorer.score_still(images[x]).margin for x in pos])
-        n = np.array([scorer.score_still(images[x]).margin for x in neg])
+        running = RunningModel(model, card, Thresholds(card.threshold, threshold_for_recall(oof_crop, CROP_RECALL)),
+                               runner.model_path)
+        scorer = FrameScorer()
+        p = np.array([scorer.score_still(images[x], running).margin for x in pos])
+        n = np.array([scorer.score_still(images[x], running).margin for x in neg])
         cat_rate, _ = cat_false_alarm_rate(n, neg, cats, 0.0)
         rows_out.append({"case": "dev, default still pipeline (whole view + sweep crops)", "rule": "top 5",
                          "weight_x_spread": 1.0, "crop_scale": scale, "classes": len(prior.classes),

@@ -22,7 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 RESULTS = REPO / "benchmarks" / "results"
-README = REPO / "README.md"
+README = REPO / "benchmarks" / "README.md"   # every result table, generated from results/*.json
 
 # dev/MANIFEST.tsv `path` markers of a cat (see ../shared/data/README.md, "the cat rule").
 CAT_MARKERS = ("cat.", "tabby", "tiger_cat", "Persian_cat", "Siamese_cat", "Egyptian_cat")
@@ -77,7 +77,7 @@ WIDE_CROP_RECALL = 0.75
 
 def pipeline_settings(name: str):
     """The `ScoringSettings` of a named pipeline (see PIPELINES)."""
-    from device.scoring_settings import ScoringSettings
+    from edge_oneclass.device.detect.settings import ScoringSettings
 
     if name == "whole":
         return ScoringSettings(regions=False, sweep=False)
@@ -86,11 +86,11 @@ def pipeline_settings(name: str):
     raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
 
 
-def pipeline_thresholds(name: str, runner):
-    """The thresholds a named pipeline decides with (`wide` moves the crops' to WIDE_CROP_RECALL)."""
-    from device.thresholds import decision_thresholds
+def pipeline_model(name: str, model: Path, threads: int = 2):
+    """The RunningModel a named pipeline decides with (`wide` moves the crops' threshold to WIDE_CROP_RECALL)."""
+    from edge_oneclass.device.model.running import RunningModel
 
-    return decision_thresholds(runner.card, runner.model_path, crop_recall=WIDE_CROP_RECALL if name == "wide" else None)
+    return RunningModel.load(model_file(model), threads, crop_recall=WIDE_CROP_RECALL if name == "wide" else None)
 
 
 def model_file(model: Path) -> Path:
@@ -138,9 +138,9 @@ def frame_timings(models: dict[str, Path], paths: Sequence[Path], n: int = 100, 
     the median over rounds of the median of `n` invokes. Ratios between models are then fair even when the
     load changes during the run.
     """
-    from device.image_io import load_rgb
-    from device.preprocess import preprocess
-    from device.runner import Runner
+    from edge_oneclass.device.image_io import load_rgb
+    from edge_oneclass.device.model.preprocess import preprocess
+    from edge_oneclass.device.model.runner import Runner
 
     runners = {(key, t): Runner(model, threads=t) for key, model in models.items() for t in (1, 2)}
     frames = [load_rgb(p) for p in paths[:n]]
@@ -157,10 +157,10 @@ def command_line() -> str:
     """How this run was started, for the README line."""
     script = Path(sys.argv[0]).resolve()
     try:
-        script = script.relative_to(REPO)
+        module = ".".join(script.relative_to(REPO).with_suffix("").parts)
     except ValueError:
-        pass
-    return shlex.join([".venv/bin/python", str(script), *sys.argv[1:]])
+        return shlex.join([".venv/bin/python", str(script), *sys.argv[1:]])
+    return shlex.join([".venv/bin/python", "-m", module, *sys.argv[1:]])
 
 
 def today() -> str:

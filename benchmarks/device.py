@@ -17,7 +17,7 @@ worth of work is visible). This script never imports TensorFlow (it checks, and 
    median of `--rounds` interleaved runs. The pre-decoded figure still includes motion detection and
    preprocessing (a 640x480 -> model-size resize per view); subtracting row 1's non-inference scoring time
    leaves the loop's own bookkeeping (Decider, stats, watchdog, snapshot JPEG at event starts, sink).
-3. Resident memory: `python -m device.cli run` from the device-only install (`--device-python`, default
+3. Resident memory: `python -m edge_oneclass.device.cli run` from the device-only install (`--device-python`, default
    `.venv-device/bin/python`; no TensorFlow, as on the Pi; this repository's code via PYTHONPATH) replays the
    video in a subprocess; peak RSS is the highest VmHWM sampled from /proc/PID/status every 50 ms
    (not `ru_maxrss`, which a vfork'd child inherits from this process). Target < 150 MB. The same run gives
@@ -60,9 +60,7 @@ from unittest import mock
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     DATA,
     REPO,
     RESULTS,
@@ -78,18 +76,19 @@ from benchmarks.common import (  # noqa: E402
     today,
     write_json,
 )
-from device.config import DetectConfig, load_config  # noqa: E402
-from device.debounce import Decider  # noqa: E402
-from device.frame import Frame  # noqa: E402
-from device.preprocess import preprocess  # noqa: E402
-from device.runner import Runner, _interpreter_class  # noqa: E402
-from device.scoring import FrameScorer  # noqa: E402
-from device.sd_notify import Notifier  # noqa: E402
-from device.sinks.stdout import StdoutSink  # noqa: E402
-from device.sources import make_source  # noqa: E402
-from device.sources.base import Source  # noqa: E402
+from edge_oneclass.device.config import DetectConfig, load_config
+from edge_oneclass.device.detect.debounce import Decider
+from edge_oneclass.device.detect.scoring import FrameScorer
+from edge_oneclass.device.frame import Frame
+from edge_oneclass.device.model.preprocess import preprocess
+from edge_oneclass.device.model.runner import Runner, _interpreter_class
+from edge_oneclass.device.model.running import RunningModel
+from edge_oneclass.device.notify import Notifier
+from edge_oneclass.device.sinks.stdout import StdoutSink
+from edge_oneclass.device.sources import make_source
+from edge_oneclass.device.sources.base import Source
 
-TRAIN_EDGE = [sys.executable, "-m", "export.workflow"]   # `train-edge` of this checkout
+TRAIN_EDGE = [sys.executable, "-m", "edge_oneclass.export.workflow"]   # `train-edge` of this checkout
 DEVICE_PYTHON = Path(os.environ.get("EDGE_DEVICE_PYTHON", REPO / ".venv-device" / "bin" / "python"))
 WIDTH, HEIGHT = 640, 480
 VIDEO_FPS = 10.0
@@ -160,13 +159,11 @@ def stage_split(video: Path, model: Path) -> dict[str, dict[str, float]]:
     """Time each stage of every frame of the replay with the daemon's own classes and default [detect] settings,
     one interpreter thread."""
     cfg = DetectConfig()
-    runner = Runner(model, threads=1)
-    card = runner.card
-    assert card is not None
-    thresholds = card.thresholds()
-    scorer = FrameScorer(runner, thresholds, cfg)
-    decider = Decider(card.label, thresholds.whole, cfg.on_frames, cfg.window, cfg.off_delay)
-    sink = StdoutSink(card.label, card.sha256, stream=io.StringIO())
+    running = RunningModel.load(model, threads=1)
+    runner = running.runner
+    scorer = FrameScorer(cfg)
+    decider = Decider(running.label, cfg.on_frames, cfg.window, cfg.off_delay)
+    sink = StdoutSink(running.info, stream=io.StringIO())
     source = make_source(str(video), VIDEO_FPS)
     source.open()
     times: dict[str, list[float]] = {s: [] for s in (*STAGES, "inference")}
@@ -181,9 +178,9 @@ def stage_split(video: Path, model: Path) -> dict[str, dict[str, float]]:
             t1 = time.perf_counter()
             if frame is None:
                 break
-            scored = scorer.score(frame.image)
+            scored = scorer.score(frame.image, running)
             t2 = time.perf_counter()
-            change = decider.update(scored.score, frame.t)
+            change = decider.update(scored.margin, frame.t, scored.score)
             if change is not None:
                 sink.state_changed(change)
                 events += 1
@@ -265,11 +262,11 @@ class MemorySource(Source):
 def daemon_ms_per_frame(config: Path, images: list[np.ndarray] | None = None) -> tuple[float, float]:
     """`Daemon(cfg).run()` in this process: READY -> STOPPING wall time per frame (ms) and model invocations per
     frame (counted by the daemon's observer hook); `images` replaces the video."""
-    from device import daemon
+    from edge_oneclass.device import daemon
 
     cfg = load_config(config)
     notifier = TimingNotifier()
-    sink = StdoutSink("dog", "bench", stream=io.StringIO())
+    sink = StdoutSink(RunningModel.load(cfg.model.path, 1).info, stream=io.StringIO())
     counts = [0, 0]
 
     def observe(_frame, scored, _present) -> None:
@@ -366,7 +363,8 @@ class DaemonProcess:
         env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
         with self.stderr_path.open("w") as err:
             env["PYTHONPATH"] = str(REPO)   # this checkout's code on the device-only install's packages
-            self.proc = subprocess.Popen([str(DEVICE_PYTHON), "-m", "device.cli", "run", "--config", str(self.config)],
+            self.proc = subprocess.Popen([str(DEVICE_PYTHON), "-m", "edge_oneclass.device.cli", "run",
+                                          "--config", str(self.config)],
                                          stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
         self._done = threading.Event()
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._listen, self._sample)]

@@ -36,17 +36,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from edge_oneclass.device.config import load_config
+from edge_oneclass.device.daemon import Daemon
+from edge_oneclass.device.detect.events import StateChange
+from edge_oneclass.device.feedback.bank import FeedbackBank
+from edge_oneclass.device.feedback.controller import FALSE_ALARM
+from edge_oneclass.device.model.runner import Runner
+from edge_oneclass.device.model.running import RunningModel
+from edge_oneclass.device.notify import Notifier
+from edge_oneclass.device.sinks.base import Sink
 
-from device.config import load_config  # noqa: E402
-from device.daemon import Daemon  # noqa: E402
-from device.events import StateChange  # noqa: E402
-from device.feedback import FALSE_ALARM  # noqa: E402
-from device.feedback_bank import FeedbackBank  # noqa: E402
-from device.runner import Runner  # noqa: E402
-from device.sd_notify import Notifier  # noqa: E402
-from device.sinks.base import Sink  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VIDEO = Path(os.environ.get("EDGE_SHARED_DATA", REPO.parent / "shared" / "data")) / "video"
 RESULTS = REPO / "benchmarks" / "results" / "feedback.json"
@@ -94,11 +94,11 @@ class Broker:
         self.client.connect("127.0.0.1", self.port)
         self.client.loop_start()
 
-    def sink(self):
-        from device.sinks.mqtt import MqttConfig, MqttSink
+    def sink(self, info):
+        from edge_oneclass.device.mqtt.config import MqttConfig
+        from edge_oneclass.device.sinks.mqtt import MqttSink
 
-        sink = MqttSink(MqttConfig(host="127.0.0.1", port=self.port, device_id="bench", discovery=False),
-                        "dog", "bench", 0.0)
+        sink = MqttSink(MqttConfig(host="127.0.0.1", port=self.port, device_id="bench", discovery=False), info)
         sink.start()
         deadline = time.monotonic() + 10
         while not sink.connected and time.monotonic() < deadline:
@@ -123,7 +123,7 @@ def replay(clip: Path, model: Path, bank_dir: Path, work: Path, flag: bool = Fal
     cfg = load_config(write_config(work / "config.toml", clip, model, bank_dir))
     sink = Collect()
     sinks: list[Sink] = [sink]
-    mqtt_sink = broker.sink() if broker is not None and flag else None
+    mqtt_sink = broker.sink(RunningModel.load(model, 1).info) if broker is not None and flag else None
     if mqtt_sink is not None:
         sinks.append(mqtt_sink)
     state = {"started": None, "flagged": None, "was": False}
@@ -226,23 +226,22 @@ def dev_with_bank(model: Path, bank_dir: Path) -> dict:
     """The standard dev split scored on the whole view, with an empty bank and with `bank_dir`'s negatives: what
     the flags cost the label's new photos, and what they do to other cats."""
     from benchmarks.common import cat_false_alarm_rate, dev_split
-    from device.scoring import FrameScorer
-    from device.scoring_settings import ScoringSettings
-    from export.evaluate import score_folder
-    from export.metrics import detection_metrics
+    from edge_oneclass.device.detect.scoring import FrameScorer
+    from edge_oneclass.device.detect.settings import ScoringSettings
+    from edge_oneclass.export.evaluate import score_folder
+    from edge_oneclass.export.metrics import detection_metrics
 
     split = dev_split()
-    runner = Runner(model, threads=2)
-    assert runner.card is not None
-    bank = FeedbackBank.open(bank_dir, model, runner.card, runner.embedding_dim)
+    running = RunningModel.load(model, threads=2)
+    bank = FeedbackBank.open(bank_dir, model, running.card, running.embedding_dim)
     out: dict = {"negatives": len(bank)}
+    threshold = running.thresholds.whole
     for name, adjust in (("without", None), ("with", bank.adjust)):
-        scorer = FrameScorer(runner, runner.card.thresholds(), ScoringSettings(regions=False, sweep=False),
-                             adjust=adjust)
-        pos = score_folder(scorer, "dev", f"dev dogs, {name} bank", paths=split.test_pos)
-        neg = score_folder(scorer, "dev", f"dev no-dog, {name} bank", paths=split.test_neg)
-        m = detection_metrics(pos.scores, neg.scores, runner.card.threshold)
-        cats_fpr, _ = cat_false_alarm_rate(neg.scores, neg.paths, split.cats, runner.card.threshold)
+        scorer = FrameScorer(ScoringSettings(regions=False, sweep=False), adjust=adjust)
+        pos = score_folder(scorer, running, "dev", f"dev dogs, {name} bank", paths=split.test_pos)
+        neg = score_folder(scorer, running, "dev", f"dev no-dog, {name} bank", paths=split.test_neg)
+        m = detection_metrics(pos.scores, neg.scores, threshold)
+        cats_fpr, _ = cat_false_alarm_rate(neg.scores, neg.paths, split.cats, threshold)
         out[name] = {"auroc": round(m.auroc, 4), "recall": round(m.tpr, 4), "false_alarms": round(m.fpr, 4),
                      "false_alarms_cats": round(cats_fpr, 4) if cats_fpr is not None else None}
     return out
@@ -312,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                         n_frames += extract_episode_frames(VIDEO / r["clip"], r["first_start"], frames)
                 bank_c = work / "bank-teach"
                 cfg = write_config(work / "teach.toml", VIDEO / "nodog" / "01.mp4", model, bank_c)
-                proc = subprocess.run([sys.executable, "-m", "device.cli", "teach", "--config", str(cfg), "--not",
+                proc = subprocess.run([sys.executable, "-m", "edge_oneclass.device.cli", "teach",
+                                       "--config", str(cfg), "--not",
                                        str(frames)], capture_output=True, text=True, cwd=REPO,
                                       env={**os.environ, "PYTHONPATH": str(REPO)})
                 last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]

@@ -39,9 +39,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     DATA,
     RESULTS,
     command_line,
@@ -51,13 +49,13 @@ from benchmarks.common import (  # noqa: E402
     today,
     write_json,
 )
-from device.config import Config, parse_config  # noqa: E402
-from device.daemon import Daemon  # noqa: E402
-from device.events import StateChange  # noqa: E402
-from device.frame import Frame  # noqa: E402
-from device.scoring import FrameScore  # noqa: E402
-from device.sd_notify import Notifier  # noqa: E402
-from device.sinks.base import Sink  # noqa: E402
+from edge_oneclass.device.config import Config, parse_config
+from edge_oneclass.device.daemon import Daemon
+from edge_oneclass.device.detect.events import StateChange
+from edge_oneclass.device.detect.scoring import FrameScore
+from edge_oneclass.device.frame import Frame
+from edge_oneclass.device.notify import Notifier
+from edge_oneclass.device.sinks.base import Sink
 
 VIDEO = DATA / "video"
 PEOPLE_STREET = ("nodog/08", "nodog/09", "nodog/10", "nodog/11")   # people, street CCTV, parking, room with people

@@ -23,9 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     RESULTS,
     cat_false_alarm_rate,
     command_line,
@@ -43,20 +41,18 @@ CONDITIONS = ("colour", "greyscale")
 
 def measure(model: Path, pipeline: str, condition: str) -> dict:
     from benchmarks.accuracy import crop_threshold_of, int8_test_scores
-    from device.model_card import ModelCard
-    from export.metrics import detection_metrics
-    from training.views import grey  # the same greyscale view train-edge puts in the bank
+    from edge_oneclass.export.metrics import detection_metrics
+    from edge_oneclass.training.views import grey  # the same greyscale view train-edge puts in the bank
 
     split = dev_split()
     pos, neg, neg_paths, threshold = int8_test_scores(model, split, pipeline,
                                                       grey if condition == "greyscale" else None)
     m = detection_metrics(pos, neg, threshold)
     cats, n_cats = cat_false_alarm_rate(neg, neg_paths, split.cats, threshold)
-    card = ModelCard.load(model.with_name("model.json"))
     return {"pipeline": pipeline, "condition": condition, "model": str(model), "auroc": m.auroc,
             "recall": m.tpr, "false_alarm_rate": m.fpr, "false_alarm_rate_cats": cats, "n_cats": n_cats,
             "n_positives": m.n_positives, "n_negatives": m.n_negatives, "threshold": threshold,
-            "threshold_crop": crop_threshold_of(pipeline, card, model)}
+            "threshold_crop": crop_threshold_of(pipeline, model)}
 
 
 def readme_block(result: dict) -> str:

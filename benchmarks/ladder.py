@@ -34,9 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     CAT_MARKERS,
     DATA,
     DEV_TRAIN_DOGS,
@@ -46,16 +44,15 @@ from benchmarks.common import (  # noqa: E402
     fmt,
     markdown_table,
     model_file,
+    pipeline_model,
     pipeline_settings,
-    pipeline_thresholds,
     today,
     write_json,
 )
-from device.config import DetectConfig  # noqa: E402
-from device.debounce import Decider  # noqa: E402
-from device.image_io import load_rgb  # noqa: E402
-from device.runner import Runner  # noqa: E402
-from device.scoring import FrameScorer  # noqa: E402
+from edge_oneclass.device.config import DetectConfig
+from edge_oneclass.device.detect.debounce import Decider
+from edge_oneclass.device.detect.scoring import FrameScorer
+from edge_oneclass.device.image_io import load_rgb
 
 WIDTHS = (0.60, 0.35, 0.20, 0.10)
 FRAME_WIDTH = 640
@@ -111,7 +108,7 @@ def path_of(canvas: np.ndarray, sub: np.ndarray, frames: int, rng: np.random.Gen
 
 
 def auroc(pos: list[float], neg: list[float]) -> float:
-    from export.metrics import auroc as _auroc
+    from edge_oneclass.export.metrics import auroc as _auroc
 
     return float(_auroc(np.asarray(pos), np.asarray(neg)))
 
@@ -123,9 +120,8 @@ def measure(model: Path, n: int, frames: int, seed: int, widths: tuple[float, ..
     rng = np.random.default_rng(seed)
     dogs = [dogs[i] for i in sorted(rng.choice(len(dogs), min(n, len(dogs)), replace=False))]
     objects = [objects[i] for i in sorted(rng.choice(len(objects), min(n, len(objects)), replace=False))]
-    runner = Runner(model, threads=2)
-    assert runner.card is not None
-    thresholds = runner.card.thresholds()
+    models = {pipeline: pipeline_model(pipeline, model) for pipeline in PIPELINES}
+    thresholds = models["default"].card.thresholds()
     detect = DetectConfig()
     pictures = {p: load_rgb(p) for p in [*dogs, *objects]}
     scene_pics: dict[Path, np.ndarray] = {}
@@ -156,18 +152,18 @@ def measure(model: Path, n: int, frames: int, seed: int, widths: tuple[float, ..
                        "size": [w, h], "frame": [W, H]}
                 t0 = time.perf_counter()
                 for pipeline in PIPELINES:
-                    scorer = FrameScorer(runner, pipeline_thresholds(pipeline, runner), pipeline_settings(pipeline))
-                    row[f"still_{pipeline}"] = scorer.score_still(still).margin
+                    scorer = FrameScorer(pipeline_settings(pipeline))
+                    row[f"still_{pipeline}"] = scorer.score_still(still, models[pipeline]).margin
                 t1 = time.perf_counter()
                 for pipeline in PIPELINES:
-                    scorer = FrameScorer(runner, pipeline_thresholds(pipeline, runner), pipeline_settings(pipeline))
-                    decider = Decider("dog", thresholds.whole, detect.on_frames, detect.window, detect.off_delay)
+                    scorer = FrameScorer(pipeline_settings(pipeline))
+                    decider = Decider("dog", detect.on_frames, detect.window, detect.off_delay)
                     margins, event, calls = [], False, 0
                     for k, frame in enumerate(clip):
-                        scored = scorer.score(frame)
+                        scored = scorer.score(frame, models[pipeline])
                         margins.append(scored.margin)
                         calls += scored.invocations
-                        event |= decider.update(scored.score, k / 5.0) is not None
+                        event |= decider.update(scored.margin, k / 5.0, scored.score) is not None
                     row[f"moving_{pipeline}"] = max(margins)
                     row[f"moving_{pipeline}_event"] = event
                     row[f"moving_{pipeline}_calls"] = calls / len(clip)

@@ -25,9 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import DATA, RESULTS, manifest_rows, symlink_folder  # noqa: E402
+from benchmarks.common import DATA, RESULTS, manifest_rows, symlink_folder
 
 BIN = Path(sys.executable).parent
 TOLERANCE = 0.03   # issue 6: the left-out recall within 0.03 of the target

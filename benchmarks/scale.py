@@ -33,9 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     REPO,
     RESULTS,
     command_line,
@@ -44,6 +42,7 @@ from benchmarks.common import (  # noqa: E402
     frame_timings,
     load_json,
     markdown_table,
+    pipeline_model,
     pipeline_settings,
     publish,
     symlink_folder,
@@ -51,7 +50,7 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 
-TRAIN_EDGE = [sys.executable, "-m", "export.workflow"]   # `train-edge` of this checkout
+TRAIN_EDGE = [sys.executable, "-m", "edge_oneclass.export.workflow"]   # `train-edge` of this checkout
 TIME = Path("/usr/bin/time")
 MEMORY_TARGET_MB = 4096
 LABEL = "dog"
@@ -81,7 +80,7 @@ def augment(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def write_augmented(sources: list[Path], n: int, dest: Path, seed: int = 0) -> int:
     """Write `n` distinct augmented JPEGs (quality 90) cycling through `sources`; returns how many were redrawn."""
-    from device.image_io import load_rgb
+    from edge_oneclass.device.image_io import load_rgb
 
     dest.mkdir(parents=True, exist_ok=True)
     originals = [load_rgb(p) for p in sources]
@@ -127,19 +126,16 @@ def run_train_edge(images: Path, out: Path, log_file: Path) -> tuple[float, floa
 def dev_test_figures(model: Path) -> dict:
     """int8 AUROC and rates at the calibrated threshold on the dev test split, through the device's scorer (the
     `whole` pipeline: the whole view only, as `eval-edge --whole`)."""
-    from device.runner import Runner
-    from device.scoring import FrameScorer
-    from export.evaluate import score_folder
-    from export.metrics import detection_metrics
+    from edge_oneclass.device.detect.scoring import FrameScorer
+    from edge_oneclass.export.evaluate import score_folder
+    from edge_oneclass.export.metrics import detection_metrics
 
     split = dev_split()
-    runner = Runner(model, threads=2)
-    assert runner.card is not None
-    thresholds = runner.card.thresholds()
-    scorer = FrameScorer(runner, thresholds, pipeline_settings("whole"))
-    pos = score_folder(scorer, "dev", paths=split.test_pos, desc="dev positives")
-    neg = score_folder(scorer, "dev", paths=split.test_neg, desc="dev negatives")
-    m = detection_metrics(pos.scores, neg.scores, thresholds.whole)
+    running = pipeline_model("whole", model)
+    scorer = FrameScorer(pipeline_settings("whole"))
+    pos = score_folder(scorer, running, "dev", paths=split.test_pos, desc="dev positives")
+    neg = score_folder(scorer, running, "dev", paths=split.test_neg, desc="dev negatives")
+    m = detection_metrics(pos.scores, neg.scores, running.thresholds.whole)
     return {"dev_auroc_int8": m.auroc, "dev_recall": m.tpr, "dev_false_alarm_rate": m.fpr}
 
 

@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from device import __version__
-from device.cli_main import run_main, setup_logging
-from device.config import DEFAULT_CONFIG_PATH, Config, load_config
-from device.errors import EX_RUNTIME, EdgeError
-from device.thresholds import decision_thresholds
+from edge_oneclass.device import __version__
+from edge_oneclass.device.config import DEFAULT_CONFIG_PATH, Config, load_config
+from edge_oneclass.device.console import run_main, setup_logging
+from edge_oneclass.device.errors import EX_RUNTIME, EdgeError
 
 PROG = "edge-device"
 log = logging.getLogger(PROG)
@@ -26,7 +25,7 @@ log = logging.getLogger(PROG)
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.log.level)
-    from device.daemon import run
+    from edge_oneclass.device.daemon import run
 
     return run(cfg)
 
@@ -54,27 +53,26 @@ def _cmd_check(args: argparse.Namespace) -> int:
             failures.append(exc.exit_code)
             return _report(False, what, str(exc))
 
-    from device.runner import Runner
+    from edge_oneclass.device.model.running import RunningModel
 
-    runner: list[Runner] = []
+    models: list[RunningModel] = []
 
     def load_model() -> str:
-        from device.model_store import active_model_path
+        from edge_oneclass.device.update.store import active_model_path
 
         path = active_model_path(cfg)      # a model pushed over MQTT, else [model] path: what `run` would load
-        runner.append(Runner(path, threads=cfg.model.threads))
-        card = runner[0].card
-        assert card is not None
-        thresholds = decision_thresholds(card, path, cfg.model.threshold, cfg.detect.crop_recall)
-        prior = runner[0].prior
+        model = RunningModel.load(path, cfg.model.threads, cfg.model.threshold, cfg.detect.crop_recall)
+        models.append(model)
+        prior = model.prior
         prior_text = f", class prior on {len(prior.classes)} classes" if prior is not None else ""
-        return (f"{path}: label {card.label!r}, {card.image_size}px, threshold {thresholds.whole:.4f} "
-                f"(crops {thresholds.crop:.4f}){prior_text}, sha256 {card.sha256[:12]}… verified, {runner[0].backend}")
+        return (f"{path}: label {model.label!r}, {model.card.image_size}px, threshold {model.thresholds.whole:.4f} "
+                f"(crops {model.thresholds.crop:.4f}){prior_text}, sha256 {model.sha256[:12]}… verified, "
+                f"{model.runner.backend}")
 
     frames: list = []
 
     def open_camera() -> str:
-        from device.sources import open_source
+        from edge_oneclass.device.sources import open_source
 
         source = open_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height)
         try:
@@ -82,7 +80,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         finally:
             source.close()
         if frame is None:
-            from device.errors import SourceError
+            from edge_oneclass.device.errors import SourceError
 
             raise SourceError(f"{source.name}: opened but gave no frame")
         frames.append(frame)
@@ -90,29 +88,25 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     step("model", load_model)
     step("source", open_camera)
-    if runner and frames:
+    if models and frames:
         def score() -> str:
-            from device.scoring import FrameScorer
+            from edge_oneclass.device.detect.scoring import FrameScorer
 
-            card = runner[0].card
-            assert card is not None
-            thresholds = decision_thresholds(card, runner[0].model_path, cfg.model.threshold,
-                                             cfg.detect.crop_recall)
-            scorer = FrameScorer(runner[0], thresholds, cfg.detect, cfg.camera.region)
+            model = models[0]
             t0 = time.perf_counter()
-            scored = scorer.score(frames[0].image)
+            scored = FrameScorer(cfg.detect, cfg.camera.region).score(frames[0].image, model)
             ms = (time.perf_counter() - t0) * 1000
-            verdict = "present" if scored.score >= thresholds.whole else "absent"
-            return (f"one frame scored {scored.score:.4f} ({verdict} at threshold {thresholds.whole:.4f}; "
+            verdict = "present" if scored.margin >= 0 else "absent"
+            return (f"one frame scored {scored.score:.4f} ({verdict} at threshold {model.thresholds.whole:.4f}; "
                     f"{scored.invocations} model run(s)) in {ms:.1f} ms")
 
         step("score", score)
-    from device.model_store import check_state_dirs
+    from edge_oneclass.device.update.store import check_state_dirs
 
     step("store", lambda: check_state_dirs(cfg))
     if cfg.mqtt is not None:
         def broker() -> str:
-            from device.sinks.mqtt import probe_broker
+            from edge_oneclass.device.mqtt.client import probe_broker
 
             probe_broker(cfg.mqtt, timeout=args.timeout)
             return f"reached MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}"
@@ -124,7 +118,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         gpio = cfg.gpio
 
         def pin() -> str:
-            from device.sinks.gpio import probe_pin
+            from edge_oneclass.device.sinks.gpio import probe_pin
 
             return probe_pin(gpio)
 
@@ -139,8 +133,8 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     """Save frames from the configured source, e.g. the empty scene for `train-edge --background`."""
     cfg: Config = load_config(args.config, require_model=False)
     setup_logging(cfg.log.level)
-    from device.snapshot import encode_jpeg
-    from device.sources import open_source
+    from edge_oneclass.device.snapshot import encode_jpeg
+    from edge_oneclass.device.sources import open_source
 
     out = Path(args.out)
     try:
@@ -193,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--every", type=float, default=1.0, metavar="S", help="seconds between frames (default 1)")
     capture.add_argument("--count", type=int, default=50, metavar="N", help="frames to save (default 50)")
     capture.set_defaults(fn=_cmd_capture)
-    from device.teach import add_parser as add_teach
+    from edge_oneclass.device.feedback.teach import add_parser as add_teach
 
     add_teach(sub, with_config)
     return parser

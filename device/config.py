@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from device.config_section import parse_section
-from device.errors import ConfigError, ModelError
-from device.preprocess import Roi
-from device.scoring_settings import ScoringSettings
+from edge_oneclass.device.config_section import parse_section
+from edge_oneclass.device.detect.settings import ScoringSettings
+from edge_oneclass.device.errors import ConfigError, ModelError
+from edge_oneclass.device.model.preprocess import Roi
 
 if TYPE_CHECKING:
-    from device.sinks.gpio import GpioConfig
-    from device.sinks.mqtt import MqttConfig
+    from edge_oneclass.device.mqtt.config import MqttConfig
+    from edge_oneclass.device.sinks.gpio import GpioConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-device/config.toml")
 DEFAULT_MODEL_PATH = "/var/lib/edge-device/model.tflite"
@@ -154,13 +154,13 @@ class Config:
 
 
 def _parse_mqtt(data: dict[str, Any]) -> MqttConfig:
-    from device.sinks.mqtt import MqttConfig  # only hosts that configure MQTT need paho
+    from edge_oneclass.device.mqtt.config import MqttConfig
 
     return parse_section(MqttConfig, data, "mqtt")
 
 
 def _parse_gpio(data: dict[str, Any]) -> GpioConfig:
-    from device.sinks.gpio import GpioConfig
+    from edge_oneclass.device.sinks.gpio import GpioConfig
 
     return parse_section(GpioConfig, data, "gpio")
 

@@ -11,7 +11,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
-from device.errors import ConfigError
+from edge_oneclass.device.errors import ConfigError
 
 T = TypeVar("T")
 

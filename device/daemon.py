@@ -19,22 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from device.confidence import confidence_scale
-from device.config import Config
-from device.debounce import Decider
-from device.errors import SourceError
-from device.events import StateChange, iso_utc
-from device.feedback import FeedbackController
-from device.frame import Frame
-from device.model_card import ModelCard
-from device.model_update import ModelUpdates
-from device.runner import Runner
-from device.scoring import FrameScore, FrameScorer
-from device.sd_notify import Notifier
-from device.sinks.base import Sink
-from device.sinks.stdout import StdoutSink
-from device.sources import Source, make_source
-from device.thresholds import decision_thresholds
+from edge_oneclass.device.config import Config
+from edge_oneclass.device.detect.debounce import Decider
+from edge_oneclass.device.detect.events import StateChange, iso_utc
+from edge_oneclass.device.detect.scoring import FrameScore, FrameScorer
+from edge_oneclass.device.errors import SourceError
+from edge_oneclass.device.feedback.controller import FeedbackController
+from edge_oneclass.device.frame import Frame
+from edge_oneclass.device.model.info import ModelInfo
+from edge_oneclass.device.model.running import RunningModel
+from edge_oneclass.device.notify import Notifier
+from edge_oneclass.device.sinks.base import Sink
+from edge_oneclass.device.sinks.stdout import StdoutSink
+from edge_oneclass.device.sources import Source, make_source
+from edge_oneclass.device.update.swap import ModelUpdates
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +49,19 @@ def cpu_temperature(path: Path = THERMAL_ZONE) -> float | None:
         return None
 
 
-def build_sinks(cfg: Config, label: str, model_sha256: str, threshold: float,
-                confidence_scale: float = 1.0) -> list[Sink]:
+def build_sinks(cfg: Config, info: ModelInfo) -> list[Sink]:
     """One sink per configured output; stdout JSON when there is no [mqtt], so a first run needs no broker."""
     sinks: list[Sink] = []
     if cfg.mqtt is not None:
-        from device.sinks.mqtt import MqttSink
+        from edge_oneclass.device.sinks.mqtt import MqttSink
 
-        mqtt_sink = MqttSink(cfg.mqtt, label, model_sha256, threshold, confidence_scale)
+        mqtt_sink = MqttSink(cfg.mqtt, info)
         mqtt_sink.start()
         sinks.append(mqtt_sink)
     else:
-        sinks.append(StdoutSink(label, model_sha256, threshold=threshold, confidence_scale=confidence_scale))
+        sinks.append(StdoutSink(info))
     if cfg.gpio is not None:
-        from device.sinks.gpio import GpioSink
+        from edge_oneclass.device.sinks.gpio import GpioSink
 
         sinks.append(GpioSink(cfg.gpio))
     return sinks
@@ -124,6 +121,11 @@ class Daemon:
         self.last_frame: Frame | None = None     # the frame being scored (model updates test a new model on it)
         self.model_updates: ModelUpdates | None = None
         self.feedback: FeedbackController | None = None   # set by run(); None when [feedback] is off
+        # The one reference to the model in use (set by run()); a swap replaces it between two frames.
+        self._model: RunningModel | None = None
+        self._scorer: FrameScorer | None = None
+        self._decider: Decider | None = None
+        self._sinks: list[Sink] = []
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -147,6 +149,35 @@ class Daemon:
             except Exception:  # noqa: BLE001 - a failed command must not stop detection
                 log.exception("a queued action failed")
 
+    # -- the running model (the `ModelHost` interface of model updates) ------------------------------------
+
+    @property
+    def model(self) -> RunningModel:
+        if self._model is None:
+            raise RuntimeError("no model yet: the daemon has not started")
+        return self._model
+
+    def last_image(self) -> np.ndarray | None:
+        return self.last_frame.image if self.last_frame is not None else None
+
+    def swap_model(self, model: RunningModel) -> None:
+        """Score with `model` from the next frame on. Runs on the frame loop's thread (`call_between_frames`):
+        an open episode of another label is closed first, the sinks and the feedback bank follow the new model."""
+        old, decider, scorer = self.model, self._decider, self._scorer
+        assert decider is not None and scorer is not None
+        if model.label != old.label:
+            if decider.present:
+                change = decider.finish(self.last_frame.t if self.last_frame is not None else 0.0)
+                if change is not None:
+                    self._fan_out(self._sinks, change, None)
+            decider.label = model.label
+        self._model = model
+        scorer.reset()
+        if self.feedback is not None and not self.feedback.rebind(self.cfg, model):
+            self.feedback, scorer.adjust = None, None
+        for sink in self._sinks:
+            self._call(sink, "model_changed", model.info)
+
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
@@ -165,21 +196,18 @@ class Daemon:
 
     def _run(self) -> int:
         cfg = self.cfg
-        from device.model_store import active_model_path
+        from edge_oneclass.device.update.store import active_model_path
 
         model_path = active_model_path(cfg)      # a model pushed over MQTT, else [model] path
-        runner = Runner(model_path, threads=cfg.model.threads)
-        card = runner.card
-        assert card is not None
-        thresholds = decision_thresholds(card, model_path, cfg.model.threshold, cfg.detect.crop_recall)
-        threshold = thresholds.whole
-        self.feedback = FeedbackController.create(cfg, runner, card, threshold)
-        scorer = FrameScorer(runner, thresholds, cfg.detect, cfg.camera.region,
-                             adjust=self.feedback.adjust if self.feedback is not None else None)
-        decider = Decider(card.label, threshold, cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay)
-        log.info("model %s: label %r, threshold %.4f, crops %.4f (%s), %s", model_path, card.label, threshold,
-                 thresholds.crop, "config override" if cfg.model.threshold is not None else "model.json",
-                 runner.backend)
+        model = self._model = RunningModel.load(model_path, cfg.model.threads, cfg.model.threshold,
+                                                cfg.detect.crop_recall)
+        self.feedback = FeedbackController.create(cfg, model)
+        scorer = self._scorer = FrameScorer(cfg.detect, cfg.camera.region,
+                                            adjust=self.feedback.adjust if self.feedback is not None else None)
+        decider = self._decider = Decider(model.label, cfg.detect.on_frames, cfg.detect.window, cfg.detect.off_delay)
+        log.info("model %s: label %r, threshold %.4f, crops %.4f (%s), %s", model_path, model.label,
+                 model.thresholds.whole, model.thresholds.crop,
+                 "config override" if cfg.model.threshold is not None else "model.json", model.runner.backend)
 
         source = make_source(cfg.camera.source, cfg.camera.fps, cfg.camera.width, cfg.camera.height,
                              cfg.camera.realtime)
@@ -189,21 +217,14 @@ class Daemon:
             first = source.read()
             if first is None:
                 raise SourceError(f"{source.name}: no frames to read; check [camera] source")
-            sinks = self.sinks if self.sinks is not None else build_sinks(cfg, card.label, card.sha256, threshold,
-                                                                          confidence_scale(card))
-            self.model_updates = ModelUpdates(self, cfg, runner, card, scorer, decider, sinks)
+            sinks = self._sinks = self.sinks if self.sinks is not None else build_sinks(cfg, model.info)
+            self.model_updates = ModelUpdates(self, cfg, sinks)
             if self.feedback is not None:
                 self.feedback.attach(sinks, self.call_between_frames)
-
-                def rebind_feedback(new_runner: Runner, new_card: ModelCard) -> None:
-                    if self.feedback is not None and not self.feedback.rebind(cfg, new_runner, new_card):
-                        self.feedback, scorer.adjust = None, None
-
-                self.model_updates.on_swap.append(rebind_feedback)
             self.model_updates.start()
-            self.notifier.ready(f"watching {source.name} for {card.label!r}")
+            self.notifier.ready(f"watching {source.name} for {model.label!r}")
             log.info("ready: %s %s, %dx%d, threshold %.3f, on %d/%d frames, off after %.1f s",
-                     "live" if source.live else "replaying", source.name, *first.size, threshold,
+                     "live" if source.live else "replaying", source.name, *first.size, model.thresholds.whole,
                      decider.on_frames, decider.window, decider.off_delay)
             self._loop(source, first, scorer, decider, sinks)
         finally:
@@ -232,13 +253,12 @@ class Daemon:
             self.last_frame = frame
             if self.feedback is not None:
                 self.feedback.poll()
-            scored = scorer.score(frame.image)
-            score = scored.score
-            stats.add(score, scored.inference_ms, scored.invocations)
+            scored = scorer.score(frame.image, self.model)
+            stats.add(scored.score, scored.inference_ms, scored.invocations)
             last_t = frame.t
             if keep_snapshot and not decider.present:
-                recent.append((score, frame))
-            change = decider.update(score, frame.t)
+                recent.append((scored.margin, frame))
+            change = decider.update(scored.margin, frame.t, scored.score)
             if self.feedback is not None:   # "not a dog": the episode's views, a flagged episode ends at once
                 change = self.feedback.after_frame(frame, scored, decider, change)
             if self.observer is not None:
@@ -312,7 +332,7 @@ class Daemon:
 
     def _snapshot(self, change: StateChange, recent: deque[tuple[float, Frame]]) -> bytes | None:
         """JPEG of the best-scoring frame among those that turned the state on."""
-        from device.snapshot import encode_jpeg, save_snapshot
+        from edge_oneclass.device.snapshot import encode_jpeg, save_snapshot
 
         if not recent:
             return None

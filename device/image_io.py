@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.errors import ImageError
+from edge_oneclass.device.errors import ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_oneclass.device.state_files import atomic_write
+
 log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -39,18 +41,11 @@ def save_snapshot(dir: str | os.PathLike[str], label: str, t: float, jpeg: bytes
     """Write the JPEG (atomically, via a temporary file); on a full or read-only disk log and return None,
     because a lost snapshot must never stop detection."""
     path = Path(dir) / snapshot_name(label, t)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(jpeg)
-        os.replace(tmp, path)
+        atomic_write(path, jpeg)
     except OSError as exc:
         log.warning("snapshot: cannot write %s (%s); check the snapshot directory and free space",
                     path, exc.strerror or exc)
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         return None
     log.info("snapshot: saved %s", path)
     return path

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from device.cli_main import run_main, setup_logging
-from device.errors import require_modules
-from training.cli import INSTALL_TRAIN, TRAIN_MODULES
-from training.tf_quiet import import_tensorflow_quietly
+from edge_oneclass.device.console import run_main, setup_logging
+from edge_oneclass.device.errors import require_modules
+from edge_oneclass.training.cli import INSTALL_TRAIN, TRAIN_MODULES
+from edge_oneclass.training.tf_quiet import import_tensorflow_quietly
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> int:
         require_modules(TRAIN_MODULES, INSTALL_TRAIN)   # one line on a device-only install, not a traceback
         import_tensorflow_quietly()
-        from export.pipeline import export_model
+        from edge_oneclass.export.pipeline import export_model
 
         card = export_model(args.model_dir, args.out)
         print(f"int8 model: threshold {card.threshold:.5g}, float/int8 Spearman "

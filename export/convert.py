@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.tf_quiet import native_stderr_silenced
+from edge_oneclass.training.tf_quiet import native_stderr_silenced
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from device.cli_main import run_main, setup_logging
-from device.errors import require_modules
+from edge_oneclass.device.console import run_main, setup_logging
+from edge_oneclass.device.errors import require_modules
 
 # eval-edge scores with the device's runner, so beyond the `device` extra it needs only these (of the `train` extra).
 EVAL_MODULES = {"sklearn": "scikit-learn", "tqdm": "tqdm"}
 PLOT_MODULES = {"matplotlib": "matplotlib"}
 
-if TYPE_CHECKING:   # export.evaluate needs tqdm, which is checked for (with a hint) before it is imported
-    from export.evaluate import ScoredFolder
+if TYPE_CHECKING:   # edge_oneclass.export.evaluate needs tqdm, which is checked for (with a hint) before it is imported
+    from edge_oneclass.export.evaluate import ScoredFolder
 
 
 def image_rows(folder: ScoredFolder, positive: bool, threshold: float) -> list[dict[str, Any]]:
@@ -48,13 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         require_modules(modules, f"beyond the device extra eval-edge needs only {', '.join(modules.values())}: "
                                  f"pip install {' '.join(modules.values())}, or the whole workstation extra: "
                                  "pip install 'edge-oneclass[train]' (from the repository: pip install -e '.[train]')")
-        from device.config import load_config
-        from device.runner import Runner
-        from device.scoring import FrameScorer
-        from device.scoring_settings import ScoringSettings
-        from device.thresholds import decision_thresholds
-        from export.evaluate import score_folder
-        from export.metrics import detection_metrics
+        from edge_oneclass.device.config import load_config
+        from edge_oneclass.device.detect.scoring import FrameScorer
+        from edge_oneclass.device.detect.settings import ScoringSettings
+        from edge_oneclass.device.model.running import RunningModel
+        from edge_oneclass.export.evaluate import score_folder
+        from edge_oneclass.export.metrics import detection_metrics
 
         settings, override, crop_recall = ScoringSettings(), args.threshold, None
         if args.config is not None:
@@ -63,17 +62,16 @@ def main(argv: list[str] | None = None) -> int:
             override = override if override is not None else cfg.model.threshold
         if args.whole:
             settings = ScoringSettings(regions=False, sweep=False, max_crops=0)
-        runner = Runner(args.model, threads=args.threads)
-        assert runner.card is not None
-        thresholds = decision_thresholds(runner.card, args.model, override, crop_recall)
-        scorer = FrameScorer(runner, thresholds, settings)
-        pos = score_folder(scorer, args.positives, "positives")
-        neg = score_folder(scorer, args.negatives, "negatives")
+        model = RunningModel.load(args.model, args.threads, override, crop_recall)
+        thresholds = model.thresholds
+        scorer = FrameScorer(settings)
+        pos = score_folder(scorer, model, args.positives, "positives")
+        neg = score_folder(scorer, model, args.negatives, "negatives")
         threshold = thresholds.whole
         m = detection_metrics(pos.scores, neg.scores, threshold)
-        label = runner.card.label
+        label = model.label
         pipeline = "whole view + sweep crops" if settings.sweep else "whole view"
-        print(f"model      {args.model} ({label}, {runner.card.backbone} {runner.card.image_size}px, {pipeline})")
+        print(f"model      {args.model} ({label}, {model.card.backbone} {model.card.image_size}px, {pipeline})")
         print(f"AUROC      {m.auroc:.4f}")
         print(f"avg prec.  {m.average_precision:.4f}")
         print(f"threshold  {m.threshold:.5g}")
@@ -88,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")
         if args.plot:
-            from export.plots import score_plot
+            from edge_oneclass.export.plots import score_plot
 
             score_plot(args.plot, pos.scores, neg.scores, threshold, label)
         return 0

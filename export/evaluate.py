@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.errors import DataError, ImageError
-from device.image_io import list_images, load_rgb
-from device.scoring import FrameScorer
+from edge_oneclass.device.detect.scoring import FrameScorer
+from edge_oneclass.device.errors import DataError, ImageError
+from edge_oneclass.device.image_io import list_images, load_rgb
+from edge_oneclass.device.model.running import RunningModel
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ class ScoredFolder:
     skipped: list[str]
 
 
-def score_folder(scorer: FrameScorer, folder: str | Path, desc: str = "scoring",
+def score_folder(scorer: FrameScorer, model: RunningModel, folder: str | Path, desc: str = "scoring",
                  paths: list[Path] | None = None,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None) -> ScoredFolder:
     """Score every image under `folder` (or the given `paths`) as the daemon scores a still scene
@@ -46,5 +47,5 @@ def score_folder(scorer: FrameScorer, folder: str | Path, desc: str = "scoring",
             skipped.append(str(p))
             continue
         kept.append(p)
-        scores.append(scorer.score_still(frame if transform is None else transform(frame)).score)
+        scores.append(scorer.score_still(frame if transform is None else transform(frame), model).score)
     return ScoredFolder(kept, np.asarray(scores, dtype=np.float64), skipped)

@@ -35,23 +35,24 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-import device
-from device.class_prior import ClassPrior, fit_class_prior
-from device.confidence import scale_from_scores
-from device.errors import DataError
-from device.image_io import load_rgb
-from device.model_card import CALIBRATION_FILE, ModelCard, sha256_file
-from device.preprocess import preprocess
-from device.regions import sweep_boxes
-from device.runner import Runner
-from export.convert import convert_int8
-from export.metrics import auroc
-from training.calibrate import calibrate, threshold_for_recall
-from training.dataset import iter_batches
-from training.efficientnet_lite import LOGIT_NORM
-from training.head import load_heads
-from training.train import HEADS, KERAS_MODEL, TRAINING_META, TrainingMeta
-from training.views import CROP_VIEW_PX, View, crop_view
+from edge_oneclass.device import __version__
+from edge_oneclass.device.detect.regions import sweep_boxes
+from edge_oneclass.device.errors import DataError
+from edge_oneclass.device.image_io import load_rgb
+from edge_oneclass.device.model.card import CALIBRATION_FILE, ModelCard
+from edge_oneclass.device.model.class_prior import ClassPrior, fit_class_prior
+from edge_oneclass.device.model.confidence import scale_from_scores
+from edge_oneclass.device.model.preprocess import preprocess
+from edge_oneclass.device.model.runner import Runner
+from edge_oneclass.device.state_files import sha256_file
+from edge_oneclass.export.convert import convert_int8
+from edge_oneclass.export.metrics import auroc
+from edge_oneclass.training.backbone.efficientnet_lite import LOGIT_NORM
+from edge_oneclass.training.calibrate import calibrate, threshold_for_recall
+from edge_oneclass.training.dataset import iter_batches
+from edge_oneclass.training.head import load_heads
+from edge_oneclass.training.train import HEADS, KERAS_MODEL, TRAINING_META, TrainingMeta
+from edge_oneclass.training.views import CROP_VIEW_PX, View, crop_view
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
                **({"class_prior": "+ weight * log(share of softmax(temperature * embedding) on the label's "
                                   "classes), crop_weight on crop views, added by the device (class_prior)"}
                   if cal.prior else {})},
-        versions={"edge_oneclass": device.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+        versions={"edge_oneclass": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                   "python": platform.python_version()},
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         confidence_scale=scale_from_scores(cal.pos_scores, cal.threshold),
@@ -354,7 +355,7 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
              cal.parity["spearman_float_vs_int8"], cal.parity["n_images"], cal.threshold,
              cal.calibration["recall"], cal.calibration["method"], cal.threshold_crop)
 
-    from export.report import write_report
+    from edge_oneclass.export.report import write_report
 
     write_report(model_dir, meta, card, cal.pos_scores, cal.neg_scores)
     return card

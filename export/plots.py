@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from export.metrics import roc_points  # noqa: E402
+from edge_oneclass.export.metrics import roc_points  # noqa: E402
 
 
 def _draw_hist(ax, pos: np.ndarray, neg: np.ndarray, threshold: float, label: str) -> None:

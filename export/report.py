@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from device.model_card import ModelCard
-from export.metrics import detection_metrics
-from export.plots import histogram, loss_curve, roc
+from edge_oneclass.device.model.card import ModelCard
+from edge_oneclass.export.metrics import detection_metrics
+from edge_oneclass.export.plots import histogram, loss_curve, roc
 
 
 def write_report(model_dir: Path, meta, card: ModelCard, pos: np.ndarray, neg: np.ndarray) -> Path:

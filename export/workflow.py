@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import sys
 
-from device.cli_main import run_main, setup_logging
-from device.errors import require_modules
-from training.cli import INSTALL_TRAIN, TRAIN_MODULES, parse_args
+from edge_oneclass.device.console import run_main, setup_logging
+from edge_oneclass.device.errors import require_modules
+from edge_oneclass.training.cli import INSTALL_TRAIN, TRAIN_MODULES, parse_args
+from edge_oneclass.training.tf_quiet import quiet_native_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_native_logging()
     args = parse_args(argv)
     setup_logging()
 
     def job() -> int:
         require_modules(TRAIN_MODULES, INSTALL_TRAIN)   # before the folder scan: fail in a second, in one line
-        from export.pipeline import export_model
-        from training.train import TrainOptions, train
+        from edge_oneclass.export.pipeline import export_model
+        from edge_oneclass.training.train import TrainOptions, train
 
         out = train(TrainOptions(images=args.images, out=args.out, label=args.label, background=args.background,
                                  backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,

@@ -44,7 +44,7 @@ def cut_clip(src: str, out: str, seconds: float, every: int) -> None:
 
 
 def frames(clip: str):
-    from device.sources.opencv import VideoFileSource
+    from edge_oneclass.device.sources.opencv import VideoFileSource
 
     source = VideoFileSource(clip, 10.0)
     source.open()
@@ -58,8 +58,8 @@ def frames(clip: str):
 def dump_inputs(clip: str, model: str, out: str, out_frames: str) -> None:
     import numpy as np
 
-    from device.preprocess import preprocess
-    from device.runner import Runner
+    from edge_oneclass.device.model.preprocess import preprocess
+    from edge_oneclass.device.model.runner import Runner
 
     size = Runner(model, threads=1).input_size
     decoded = np.stack(list(frames(clip)))
@@ -70,7 +70,7 @@ def dump_inputs(clip: str, model: str, out: str, out_frames: str) -> None:
 def pixels(clip: str, frames_npy: str, inputs_npy: str) -> None:
     import numpy as np
 
-    from device.preprocess import preprocess
+    from edge_oneclass.device.model.preprocess import preprocess
 
     ref_frames, ref_inputs = np.load(frames_npy), np.load(inputs_npy)
 
@@ -86,8 +86,8 @@ def pixels(clip: str, frames_npy: str, inputs_npy: str) -> None:
 def score(model: str, inputs: str, clip: str, out: str) -> None:
     import numpy as np
 
-    from device.preprocess import preprocess
-    from device.runner import Runner
+    from edge_oneclass.device.model.preprocess import preprocess
+    from edge_oneclass.device.model.runner import Runner
 
     runner = Runner(model, threads=2)
     tensors = np.load(inputs)

@@ -131,7 +131,7 @@ inroot() {  # ROOT CPU CMD...: run CMD in the arm64 root under qemu pinned to CP
   env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 QEMU_CPU="$cpu" chroot "$r" "$@"
 }
 
-# x86 reference: a venv with exactly the arm64 side's package versions; the same copy of the source on PYTHONPATH.
+# x86 reference: a venv with exactly the arm64 side's package versions, and the same copy of the source installed in it.
 ref_venv() {  # SUITE PINS_FILE
   local venv=$CACHE/ref-$1
   if [ -f "$venv/pins.txt" ] && cmp -s "$2" "$venv/pins.txt"; then return; fi
@@ -215,19 +215,21 @@ EOF
 
   say "$suite: x86 reference venv with the same versions"
   ref_venv "$suite" "$out/pins.txt"
+  "$CACHE/ref-$suite/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
+    "$r/src/edge-oneclass" >/dev/null || die "x86 reference venv for $suite: cannot install the source copy"
   local ref="$CACHE/ref-$suite/bin/python" src=$r/src/edge-oneclass n m cpu thr
   for i in "${!MODELS[@]}"; do
     n=${names[$i]} m=$r/work/models/${names[$i]}
-    PYTHONPATH=$src "$ref" "$src/scripts/arm64_scores.py" inputs "$CACHE/clip.mp4" "$m/model.tflite" \
+    "$ref" "$src/scripts/arm64_scores.py" inputs "$CACHE/clip.mp4" "$m/model.tflite" \
       "$r/work/out/$n-inputs.npy" "$r/work/out/$n-frames.npy"
-    PYTHONPATH=$src "$ref" "$src/scripts/arm64_scores.py" score "$m/model.tflite" "$r/work/out/$n-inputs.npy" \
+    "$ref" "$src/scripts/arm64_scores.py" score "$m/model.tflite" "$r/work/out/$n-inputs.npy" \
       "$CACHE/clip.mp4" "$out/$n-x86.json"
     # the card's threshold, or (if the clip never reaches it, e.g. the brightness fixture) the clip's median score
     thr=$("$ref" -c 'import json, statistics, sys
 card = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))["frames"]
 print("" if max(s) >= card["threshold"] else repr(statistics.median(s)))' "$m/model.json" "$out/$n-x86.json")
     # lossless frames: x86's decoded frames as PNGs, so both sides' daemons see the same pixels
-    [ -d "$r/work/frames-$n" ] || PYTHONPATH=$src "$ref" "$src/scripts/arm64_scores.py" pngs "$r/work/out/$n-frames.npy" "$r/work/frames-$n"
+    [ -d "$r/work/frames-$n" ] || "$ref" "$src/scripts/arm64_scores.py" pngs "$r/work/out/$n-frames.npy" "$r/work/frames-$n"
     chmod -R a+rX "$r/work"
     for side in x86 arm64 x86-png arm64-png; do
       local source=$CACHE/clip.mp4 mp=$m/model.tflite
@@ -244,8 +246,8 @@ print("" if max(s) >= card["threshold"] else repr(statistics.median(s)))' "$m/mo
         printf '[detect]\non_frames = 3\nwindow = 5\noff_delay = 1.0\n[snapshot]\nenabled = false\n[log]\nlevel = "WARNING"\n'
       } >"$r/work/out/$n-$side.toml"
     done
-    PYTHONPATH=$src "$ref" -m device.cli run --config "$r/work/out/$n-x86.toml" >"$out/$n-x86.jsonl"
-    PYTHONPATH=$src "$ref" -m device.cli run --config "$r/work/out/$n-x86-png.toml" >"$out/$n-x86-png.jsonl"
+    "$ref" -m edge_oneclass.device.cli run --config "$r/work/out/$n-x86.toml" >"$out/$n-x86.jsonl"
+    "$ref" -m edge_oneclass.device.cli run --config "$r/work/out/$n-x86-png.toml" >"$out/$n-x86-png.jsonl"
     for cpu in "${CPU_LIST[@]}"; do
       umount "$r/proc/cpuinfo"; write_cpuinfo "$cpu" "$out/cpuinfo-$cpu"; mount --bind "$out/cpuinfo-$cpu" "$r/proc/cpuinfo"
       t=$SECONDS

@@ -105,7 +105,8 @@ def trained_model(tmp_path_factory, dev_data: Path) -> Path:
     base = tmp_path_factory.mktemp("trained")
     dogs = link_images(dev_data / "dog", base / "dog", dev_names(0, 80))
     out = base / "dog-model"
-    proc = subprocess.run([sys.executable, "-m", "export.workflow", str(dogs), "--out", str(out), "--image-size", "128",
+    proc = subprocess.run([sys.executable, "-m", "edge_oneclass.export.workflow", str(dogs), "--out", str(out),
+                           "--image-size", "128",
                            "--epochs", "15"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     if proc.returncode != 0:
         pytest.fail(f"train-edge failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

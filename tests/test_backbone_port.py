@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.image_io import list_images, load_rgb
-from device.preprocess import preprocess
-from training.torch_legacy import LEGACY_MAGIC, LEGACY_PROTOCOL_VERSION, read_legacy_state_dict
+from edge_oneclass.device.image_io import list_images, load_rgb
+from edge_oneclass.device.model.preprocess import preprocess
+from edge_oneclass.training.backbone.torch_legacy import LEGACY_MAGIC, LEGACY_PROTOCOL_VERSION, read_legacy_state_dict
 
 SAMPLE_SIZE = 64
 SAMPLE_SEED = 20240611
@@ -90,7 +90,7 @@ def test_legacy_reader_refuses_other_files(tmp_path: Path, content: bytes) -> No
 
 
 def test_legacy_reader_refuses_truncated_file(tmp_path: Path) -> None:
-    from training.efficientnet_lite import pretrained_pth_path
+    from edge_oneclass.training.backbone.efficientnet_lite import pretrained_pth_path
 
     path = tmp_path / "truncated.pth"
     path.write_bytes(pretrained_pth_path().read_bytes()[:-1000])
@@ -99,7 +99,7 @@ def test_legacy_reader_refuses_truncated_file(tmp_path: Path) -> None:
 
 
 def test_pretrained_state_dict_has_every_lite0_tensor() -> None:
-    from training.efficientnet_lite import WeightsError, convert_state_dict, pretrained_pth_path
+    from edge_oneclass.training.backbone.efficientnet_lite import WeightsError, convert_state_dict, pretrained_pth_path
 
     sd = read_legacy_state_dict(pretrained_pth_path())
     assert len(sd) == 296  # 49 conv/bn groups (4 tensors + counter per BN, 1 per conv) + fc weight/bias
@@ -129,7 +129,7 @@ def _dog_sample(dev_data: Path) -> list[Path]:
 
 
 def test_imagenet_top1_is_a_dog_on_real_photos(dev_data: Path) -> None:
-    from training.efficientnet_lite import IMAGENET_DOG_CLASSES, build_efficientnet_lite0
+    from edge_oneclass.training.backbone.efficientnet_lite import IMAGENET_DOG_CLASSES, build_efficientnet_lite0
 
     model = build_efficientnet_lite0(224, head="logits")
     x = np.stack([preprocess(load_rgb(p), 224) for p in _dog_sample(dev_data)]).astype(np.float32)
@@ -141,7 +141,7 @@ def test_imagenet_top1_is_a_dog_on_real_photos(dev_data: Path) -> None:
 
 
 def test_pooled_head_is_frozen_and_deterministic(dev_data: Path) -> None:
-    from training.efficientnet_lite import build_efficientnet_lite0
+    from edge_oneclass.training.backbone.efficientnet_lite import build_efficientnet_lite0
 
     model = build_efficientnet_lite0(128, head="pooled")
     model.trainable = False

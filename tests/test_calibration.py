@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.coreset import greedy_coreset
-from training.calibrate import calibrate, threshold_for_recall
+from edge_oneclass.device.model.coreset import greedy_coreset
+from edge_oneclass.training.calibrate import calibrate, threshold_for_recall
 
 
 def test_threshold_keeps_target_recall_on_validation() -> None:
@@ -47,8 +47,8 @@ def test_coreset_is_bounded_and_spread() -> None:
 def test_near_duplicates_stay_on_one_side_of_the_split() -> None:
     from pathlib import Path
 
-    from training.dataset import split
-    from training.near_duplicates import group_near_duplicates
+    from edge_oneclass.training.dataset import split
+    from edge_oneclass.training.near_duplicates import group_near_duplicates
 
     rng = np.random.default_rng(0)
     shots = rng.normal(size=(30, 64))
@@ -71,7 +71,7 @@ def test_near_duplicates_stay_on_one_side_of_the_split() -> None:
 
 
 def test_nearest_similarity_in_blocks_matches_the_full_matrix() -> None:
-    from training.head import nearest_similarity
+    from edge_oneclass.training.head import nearest_similarity
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 16)).astype(np.float32)
@@ -84,7 +84,7 @@ def test_nearest_similarity_in_blocks_matches_the_full_matrix() -> None:
 def test_split_falls_back_when_one_group_holds_everything(caplog) -> None:
     from pathlib import Path
 
-    from training.dataset import split
+    from edge_oneclass.training.dataset import split
 
     paths = [Path(f"{i:03d}.jpg") for i in range(40)]
     train, val = split(paths, 0.2, seed=0, min_val=5, groups=[0] * 40)

@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 from conftest import link_images
 
-from device.class_prior import ClassPrior, fit_class_prior
-from device.errors import ModelError
-from device.image_io import load_rgb
-from device.model_card import ModelCard
-from device.preprocess import preprocess
-from device.runner import Runner
-from device.scoring import WHOLE, FrameScorer
-from device.thresholds import Thresholds
-from export.pipeline import CROP_PRIOR_SCALE
+from edge_oneclass.device.detect.scoring import WHOLE, FrameScorer
+from edge_oneclass.device.errors import ModelError
+from edge_oneclass.device.image_io import load_rgb
+from edge_oneclass.device.model.card import ModelCard
+from edge_oneclass.device.model.class_prior import ClassPrior, fit_class_prior
+from edge_oneclass.device.model.preprocess import preprocess
+from edge_oneclass.device.model.runner import Runner
+from edge_oneclass.device.model.running import RunningModel
+from edge_oneclass.device.model.thresholds import Thresholds
+from edge_oneclass.export.pipeline import CROP_PRIOR_SCALE
 
 COLOUR = Path(__file__).resolve().parent / "fixtures" / "colour" / "model.tflite"
 # the cat rule of ../shared/data/README.md (benchmarks/common.py uses the same markers)
@@ -106,8 +107,8 @@ def test_the_daemons_scorer_weighs_crops_with_the_crop_weight(tmp_path: Path) ->
     frame[:, :160] = (200, 40, 30)
     frame[:, 160:] = (30, 90, 200)
     thresholds = Thresholds(0.0, 0.0)
-    a = FrameScorer(plain, thresholds).score_still(frame).views
-    b = FrameScorer(heavy, thresholds).score_still(frame).views
+    a = FrameScorer().score_still(frame, RunningModel.of(plain, thresholds)).views
+    b = FrameScorer().score_still(frame, RunningModel.of(heavy, thresholds)).views
     assert [v.box for v in a] == [v.box for v in b] and len(b) > 3
     for va, vb in zip(a, b, strict=True):
         weight = prior.weight if vb.kind == WHOLE else prior.crop_weight

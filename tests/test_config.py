@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from device.config import Config, load_config
-from device.errors import EX_CONFIG, ConfigError, ModelError
-from device.preprocess import Roi
+from edge_oneclass.device.config import Config, load_config
+from edge_oneclass.device.errors import EX_CONFIG, ConfigError, ModelError
+from edge_oneclass.device.model.preprocess import Roi
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,8 +118,8 @@ def test_missing_model_names_the_file(tmp_path: Path) -> None:
 
 
 def test_gpio_and_mqtt_sections_are_parsed_by_their_sinks(tmp_path: Path) -> None:
-    pytest.importorskip("device.sinks.mqtt")
-    pytest.importorskip("device.sinks.gpio")
+    pytest.importorskip("edge_oneclass.device.sinks.mqtt")
+    pytest.importorskip("edge_oneclass.device.sinks.gpio")
     cfg = load_config(write(tmp_path, '[mqtt]\nhost = "broker.lan"\n[gpio]\npin = 17\n'), require_model=False)
     assert cfg.mqtt is not None and cfg.mqtt.host == "broker.lan" and cfg.mqtt.port == 1883
     assert cfg.gpio is not None and cfg.gpio.pin == 17
@@ -128,7 +128,8 @@ def test_gpio_and_mqtt_sections_are_parsed_by_their_sinks(tmp_path: Path) -> Non
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "device.cli", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "edge_oneclass.device.cli", *args], capture_output=True, text=True,
+                          timeout=60,
                           cwd=ROOT)
 
 

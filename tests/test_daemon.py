@@ -25,14 +25,14 @@ import cv2
 import numpy as np
 import pytest
 
-from device.config import load_config
-from device.daemon import Daemon, LoopStats, cpu_temperature
-from device.events import StateChange
-from device.sd_notify import Notifier
-from device.sinks.base import Sink
+from edge_oneclass.device.config import load_config
+from edge_oneclass.device.daemon import Daemon, LoopStats, cpu_temperature
+from edge_oneclass.device.detect.events import StateChange
+from edge_oneclass.device.notify import Notifier
+from edge_oneclass.device.sinks.base import Sink
 
 ROOT = Path(__file__).resolve().parents[1]
-EDGE_DEVICE = [sys.executable, "-m", "device.cli"]
+EDGE_DEVICE = [sys.executable, "-m", "edge_oneclass.device.cli"]
 ISO = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 
 # 8 dark, 10 bright, 20 dark frames at 5 fps: ON at frame 10 (3rd bright), OFF 2 s after the last bright.
@@ -186,7 +186,7 @@ def test_check_reports_each_step(tmp_path: Path, brightness_model: Path) -> None
 
 
 def test_check_fails_on_a_bad_source_and_an_unreachable_broker(tmp_path: Path, brightness_model: Path) -> None:
-    pytest.importorskip("device.sinks.mqtt")
+    pytest.importorskip("edge_oneclass.device.sinks.mqtt")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -305,7 +305,7 @@ def test_daemon_never_imports_tensorflow(tmp_path: Path, brightness_model: Path,
     cfg = write_config(tmp_path, write_frames(tmp_path / "frames"), brightness_model)
     code = textwrap.dedent(f"""
         import sys
-        from device.cli import main
+        from edge_oneclass.device.cli import main
         rc = main(["run", "--config", {str(cfg)!r}])
         loaded = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith(("tensorflow.", "keras")))
         print("TF:", loaded, file=sys.stderr)

@@ -1,4 +1,6 @@
-"""The Decider, exhaustively, with plain lists of scores and times (no camera, no clock)."""
+"""The Decider, exhaustively, with plain lists of scores and times (no camera, no clock).
+
+The Decider works on margins (score - threshold); these tests judge scores against THRESHOLD and pass both."""
 
 from __future__ import annotations
 
@@ -7,24 +9,30 @@ import math
 
 import pytest
 
-from device.debounce import Decider
-from device.events import StateChange
+from edge_oneclass.device.detect.debounce import Decider
+from edge_oneclass.device.detect.events import StateChange
 
 HI, LO = 0.9, 0.1
+THRESHOLD = 0.5
+
+
+def step(decider: Decider, score: float, t: float) -> StateChange | None:
+    """One frame scored `score`, judged against THRESHOLD."""
+    return decider.update(score - THRESHOLD, t, score)
 
 
 def feed(decider: Decider, scores: list[float], fps: float = 1.0, t0: float = 0.0) -> list[tuple[int, StateChange]]:
     """Feed scores at `fps`; return (frame index, change) for every change."""
     out = []
     for i, s in enumerate(scores):
-        change = decider.update(s, t0 + i / fps)
+        change = step(decider, s, t0 + i / fps)
         if change is not None:
             out.append((i, change))
     return out
 
 
 def make(**kw) -> Decider:
-    args = {"label": "dog", "threshold": 0.5, "on_frames": 3, "window": 5, "off_delay": 10.0} | kw
+    args = {"label": "dog", "on_frames": 3, "window": 5, "off_delay": 10.0} | kw
     return Decider(**args)
 
 
@@ -148,25 +156,25 @@ def test_finish_without_episode_returns_none_and_resets_window() -> None:
     d = make()
     feed(d, [HI, HI])
     assert d.finish(2.0) is None
-    assert d.update(HI, 3.0) is None       # the two earlier positives were forgotten
+    assert step(d, HI, 3.0) is None       # the two earlier positives were forgotten
 
 
 def test_nan_scores_are_negative() -> None:
     d = make(on_frames=1, window=1, off_delay=0.0)
-    assert d.update(math.nan, 0.0) is None
-    assert d.update(HI, 1.0) is not None
-    change = d.update(math.nan, 2.0)
+    assert step(d, math.nan, 0.0) is None
+    assert step(d, HI, 1.0) is not None
+    change = step(d, math.nan, 2.0)
     assert change is not None and change.event.max_score == HI
 
 
 def test_clock_stepping_back_does_not_keep_the_state_on_forever() -> None:
     d = make(off_delay=10.0)
     for t in (1000.0, 1001.0, 1002.0):
-        d.update(HI, t)
+        step(d, HI, t)
     assert d.present
     # NTP steps the clock back an hour: the countdown restarts from the new time
-    assert d.update(LO, -2600.0 + 1000) is None
-    change = d.update(LO, -2600.0 + 1010)
+    assert step(d, LO, -2600.0 + 1000) is None
+    change = step(d, LO, -2600.0 + 1010)
     assert change is not None and not change.present
 
 
@@ -182,7 +190,6 @@ def test_off_delay_zero_turns_off_on_the_first_negative_frame() -> None:
     ({"window": 0}, "window"),
     ({"off_delay": -1.0}, "off_delay"),
     ({"off_delay": math.nan}, "off_delay"),
-    ({"threshold": math.inf}, "threshold"),
 ])
 def test_validation(kw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

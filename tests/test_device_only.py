@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import EX_USAGE, MissingExtraError, require_modules
-from export import eval_cli
-from training import cli as train_cli
+from edge_oneclass.device.errors import EX_USAGE, MissingExtraError, require_modules
+from edge_oneclass.export import eval_cli
+from edge_oneclass.training import cli as train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_ONLY_PYTHON = os.environ.get("EDGE_DEVICE_ONLY_PYTHON")
@@ -48,7 +48,7 @@ def test_require_modules_lists_what_is_missing(monkeypatch) -> None:
 
 def test_eval_edge_without_scikit_learn_is_one_line(tmp_path: Path, brightness_model: Path) -> None:
     """In a subprocess of this venv with scikit-learn hidden at the import boundary (sys.modules entry None)."""
-    code = ("import sys; sys.modules['sklearn'] = None; from export.eval_cli import main; "
+    code = ("import sys; sys.modules['sklearn'] = None; from edge_oneclass.export.eval_cli import main; "
             f"sys.exit(main([{str(brightness_model)!r}, '--positives', {str(tmp_path)!r}, "
             f"'--negatives', {str(tmp_path)!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

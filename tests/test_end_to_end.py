@@ -15,10 +15,10 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 from mqtt_subscriber import Subscriber, retained
 
-from device.config import load_config
-from device.daemon import Daemon
-from device.image_io import load_rgb
-from device.model_card import ModelCard
+from edge_oneclass.device.config import load_config
+from edge_oneclass.device.daemon import Daemon
+from edge_oneclass.device.image_io import load_rgb
+from edge_oneclass.device.model.card import ModelCard
 
 FPS = 10
 SIZE = (320, 240)

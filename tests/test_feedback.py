@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from mqtt_subscriber import Subscriber, retained, wait_until
 
-from device.config import parse_config
-from device.errors import ConfigError
-from device.feedback_bank import (
+from edge_oneclass.device.config import parse_config
+from edge_oneclass.device.errors import ConfigError
+from edge_oneclass.device.feedback.bank import (
     BANK_FILE,
     FRAMES_DIR,
     BankMismatch,
@@ -32,11 +32,12 @@ from device.feedback_bank import (
     TeachResult,
     bank_weight,
 )
-from device.runner import Runner
+from edge_oneclass.device.model.runner import Runner
+from edge_oneclass.device.model.running import RunningModel
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOUR = Path(__file__).resolve().parent / "fixtures" / "colour" / "model.tflite"
-EDGE_DEVICE = [sys.executable, "-m", "device.cli"]
+EDGE_DEVICE = [sys.executable, "-m", "edge_oneclass.device.cli"]
 DARK, CAT, DOG = (20, 20, 20), (255, 140, 110), (110, 140, 255)      # RGB
 DEVICE_ID = "pi-fb"
 
@@ -72,7 +73,7 @@ def test_bank_persists_reloads_and_stays_bounded(tmp_path: Path, runner: Runner)
     result = bank.add_negatives(far_from_label(30), [f"n{i}" for i in range(30)])
     assert (result.added, result.dropped, result.refused) == (30, 20, [])
     assert len(bank) == 10 and (tmp_path / BANK_FILE).is_file()
-    assert not list(tmp_path.glob(".bank-*"))                        # the temporary file was renamed into place
+    assert not list(tmp_path.glob(".*.tmp"))                          # the temporary file was renamed into place
     again = open_bank(tmp_path, runner, max_negatives=10)
     assert again.neg_sources == bank.neg_sources
     np.testing.assert_allclose(again.negatives, bank.negatives)
@@ -91,7 +92,7 @@ def test_bank_persists_reloads_and_stays_bounded(tmp_path: Path, runner: Runner)
 
 def test_a_corrupt_bank_is_set_aside_with_one_line(tmp_path: Path, runner: Runner, caplog) -> None:
     (tmp_path / BANK_FILE).write_bytes(b"PK\x03\x04 not really a zip")
-    with caplog.at_level(logging.WARNING, logger="device.feedback_bank"):
+    with caplog.at_level(logging.WARNING, logger="edge_oneclass.device.feedback.bank"):
         bank = open_bank(tmp_path, runner)
     assert len(bank) == 0
     [aside] = list(tmp_path.glob(f"{BANK_FILE}.corrupt-*"))
@@ -357,11 +358,12 @@ def test_the_same_cat_fires_without_a_teach(tmp_path: Path) -> None:
 
 def replay_and_flag(tmp_path: Path, window: float, flag_at: int) -> tuple[list[str], list[bool]]:
     """Replay 5 dark, 10 cat, 25 dark frames (5 fps, off after 2 s) in this process; flag at frame `flag_at`."""
-    from device.config import load_config
-    from device.daemon import Daemon
-    from device.feedback import FALSE_ALARM
-    from device.sd_notify import Notifier
-    from device.sinks.stdout import StdoutSink
+    from edge_oneclass.device.config import load_config
+    from edge_oneclass.device.daemon import Daemon
+    from edge_oneclass.device.feedback.controller import FALSE_ALARM
+    from edge_oneclass.device.model.info import ModelInfo
+    from edge_oneclass.device.notify import Notifier
+    from edge_oneclass.device.sinks.stdout import StdoutSink
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -381,7 +383,8 @@ def replay_and_flag(tmp_path: Path, window: float, flag_at: int) -> tuple[list[s
             messages.append(daemon.feedback.apply(FALSE_ALARM))
 
     import io
-    daemon = Daemon(cfg, sinks=[StdoutSink("dog", "x", stream=io.StringIO())], notifier=Notifier(env={}),
+    info = ModelInfo("dog", "x", 0.5, 0.5, "", 1.0)
+    daemon = Daemon(cfg, sinks=[StdoutSink(info, stream=io.StringIO())], notifier=Notifier(env={}),
                     observer=observer)
     assert daemon.run() == 0
     return messages, presence
@@ -402,25 +405,25 @@ def test_a_false_alarm_after_the_window_changes_nothing(tmp_path: Path) -> None:
 
 def test_the_daemon_runs_without_feedback_when_the_bank_is_another_models(tmp_path: Path, runner: Runner,
                                                                           caplog) -> None:
-    from device.config import load_config
-    from device.feedback import FeedbackController
+    from edge_oneclass.device.config import load_config
+    from edge_oneclass.device.feedback.controller import FeedbackController
 
     bank_dir = tmp_path / "feedback"
     FeedbackBank(bank_dir, dim=5).add_negatives(np.eye(1, 5, dtype=np.float32), ["from another model"])
     cfg = load_config(write_config(tmp_path, tmp_path, bank_dir))
     assert runner.card is not None
-    with caplog.at_level(logging.ERROR, logger="device.feedback"):
-        assert FeedbackController.create(cfg, runner, runner.card, 0.5) is None
+    with caplog.at_level(logging.ERROR, logger="edge_oneclass.device.feedback.controller"):
+        assert FeedbackController.create(cfg, RunningModel.of(runner)) is None
     [line] = [r.getMessage() for r in caplog.records]
     assert line.startswith("feedback: off: ") and "5-d embeddings but this model has 3-d" in line
     assert (bank_dir / BANK_FILE).exists()                                   # left for the user to decide
     cfg.feedback.enabled = False
-    assert FeedbackController.create(cfg, runner, runner.card, 0.5) is None
+    assert FeedbackController.create(cfg, RunningModel.of(runner)) is None
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root, as `sudo edge-device teach`")
 def test_teach_as_root_hands_the_bank_to_the_daemons_user(tmp_path: Path) -> None:
-    from device.teach import match_owner
+    from edge_oneclass.device.feedback.teach import match_owner
 
     state = tmp_path / "state"
     (state / "feedback" / "frames").mkdir(parents=True)
@@ -431,56 +434,61 @@ def test_teach_as_root_hands_the_bank_to_the_daemons_user(tmp_path: Path) -> Non
 
 
 def test_an_unwritable_bank_is_one_line_and_detection_goes_on(tmp_path: Path, runner: Runner, caplog) -> None:
-    from device.config import load_config
-    from device.feedback import Episode, FeedbackController
+    from edge_oneclass.device.config import load_config
+    from edge_oneclass.device.feedback.controller import Episode, FeedbackController
 
     assert runner.card is not None
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the bank's folder should be")
-    with caplog.at_level(logging.ERROR, logger="device.feedback"):    # at start: feedback off, one line
+    with caplog.at_level(logging.ERROR, logger="edge_oneclass.device.feedback.controller"):  # at start: off, one line
         cfg = load_config(write_config(tmp_path, tmp_path, blocker / "feedback"))
-        assert FeedbackController.create(cfg, runner, runner.card, 0.5) is None
+        assert FeedbackController.create(cfg, RunningModel.of(runner)) is None
     assert [r.getMessage()[:40] for r in caplog.records] == ["feedback: off: cannot use [feedback] dir"]
     caplog.clear()
     cfg = load_config(write_config(tmp_path, tmp_path, tmp_path / "feedback"))
-    controller = FeedbackController.create(cfg, runner, runner.card, 0.5)
+    controller = FeedbackController.create(cfg, RunningModel.of(runner))
     assert controller is not None
     (tmp_path / "feedback").write_text("the folder became a file")        # while running: the flag is not learnt
     controller.current = Episode(started_at=0.0, embeddings=[embed(runner, CAT)], sources=["cat"])
-    with caplog.at_level(logging.ERROR, logger="device.feedback"):
+    with caplog.at_level(logging.ERROR, logger="edge_oneclass.device.feedback.controller"):
         controller._apply_logged("false_alarm")
     [record] = caplog.records
     assert record.getMessage().startswith("feedback: false_alarm not learnt: cannot write the bank in")
     assert not record.exc_info
 
 
-def test_a_swapped_in_model_keeps_the_bank_with_its_own_threshold(tmp_path: Path, runner: Runner) -> None:
-    """A model pushed over MQTT: the bank's negatives keep acting, now with the new card's label and threshold."""
-    from device.config import load_config
-    from device.debounce import Decider
-    from device.feedback import FeedbackController
-    from device.model_payload import encode, read_model_dir
-    from device.model_update import ModelUpdates
-    from device.scoring import FrameScorer
+def test_a_swapped_in_model_keeps_the_bank_with_its_own_label(tmp_path: Path, runner: Runner) -> None:
+    """A model pushed over MQTT: the bank is re-opened for it (its label photos set the gates) and its negatives
+    keep acting; the swap changes the host's one model reference, and the controller follows through `rebind`."""
+    from edge_oneclass.device.config import load_config
+    from edge_oneclass.device.feedback.controller import FeedbackController
+    from edge_oneclass.device.update.payload import encode, read_model_dir
+    from edge_oneclass.device.update.swap import ModelUpdates
 
-    class Loop:
-        last_frame = None
+    cfg = load_config(write_config(tmp_path, tmp_path, tmp_path / "feedback"))
+    cfg.model.store = str(tmp_path / "store")
+    controller = FeedbackController.create(cfg, RunningModel.of(runner))
+    assert controller is not None
+
+    class Host:
+        model = RunningModel.of(runner)
+
+        def last_image(self):
+            return None
 
         def call_between_frames(self, action):
             action()
 
-    assert runner.card is not None
-    cfg = load_config(write_config(tmp_path, tmp_path, tmp_path / "feedback"))
-    cfg.model.store = str(tmp_path / "store")
-    controller = FeedbackController.create(cfg, runner, runner.card, runner.card.threshold)
-    assert controller is not None
+        def swap_model(self, model: RunningModel) -> None:
+            self.model = model
+            assert controller.rebind(cfg, model), "rebind refused"
+
     cat = embed(runner, CAT)
     assert controller.bank.add_negatives(cat[None], ["the cat"]).added == 1
     before = controller.adjust(cat)
     assert before < 0
-    scorer = FrameScorer(runner, runner.card.thresholds(), cfg.detect, adjust=controller.adjust)
-    updates = ModelUpdates(Loop(), cfg, runner, runner.card, scorer, Decider("dog", runner.card.threshold), [])
-    updates.on_swap.append(lambda r, c: controller.rebind(cfg, r, c) or pytest.fail("rebind refused"))
+    host = Host()
+    updates = ModelUpdates(host, cfg, [])
     new = tmp_path / "new"
     new.mkdir()
     for name in ("model.tflite", "calibration.npz"):
@@ -489,6 +497,60 @@ def test_a_swapped_in_model_keeps_the_bank_with_its_own_threshold(tmp_path: Path
     (new / "model.json").write_text(json.dumps({**card, "label": "parcel", "threshold": 0.4}))
     updates._apply(encode(read_model_dir(new))[0], allow_rollback=True)
     assert updates.last_status["status"] == "ok", updates.last_status
-    assert (controller.label, controller.threshold) == ("parcel", 0.4)
+    assert (host.model.label, host.model.thresholds.whole, controller.label) == ("parcel", 0.4, "parcel")
     assert len(controller.bank) == 1 and controller.adjust(cat) == pytest.approx(before)
     assert controller.adjust(embed(runner, DOG)) == 0.0          # the label's look stays untouched
+
+
+def _pushed_model_whose_label_is_the_cat(store: Path, runner: Runner) -> Path:
+    """What a push leaves in the model store: the same tflite, but label photos (calibration.npz) that are red:
+    for this model the "cat" colour IS the label."""
+    from edge_oneclass.device.state_files import sha256_file
+
+    current = store / "current"
+    current.mkdir(parents=True)
+    shutil.copy(COLOUR, current / "model.tflite")
+    with np.load(COLOUR.with_name("calibration.npz")) as z:
+        arrays = {k: np.asarray(z[k]) for k in z.files}
+    reds = np.repeat(embed(runner, CAT)[None], len(arrays["embedding_whole"]), axis=0)
+    arrays["embedding_whole"] = arrays["embedding_crop"] = reds.astype(arrays["embedding_whole"].dtype)
+    np.savez(current / "calibration.npz", **arrays)
+    card = json.loads(COLOUR.with_name("model.json").read_text())
+    card["label"] = "cat"
+    card["calibration"] = {**card["calibration"], "sha256": sha256_file(current / "calibration.npz")}
+    (current / "model.json").write_text(json.dumps(card))
+    return current / "model.tflite"
+
+
+def test_after_a_restart_that_follows_a_push_the_bank_guards_the_pushed_models_photos(tmp_path: Path,
+                                                                                      runner: Runner) -> None:
+    """The daemon restarts from the model store's current/ (a push), not from [model] path: the feedback bank and
+    `teach` must check negatives against that model's calibration.npz, or a user could teach the device to
+    suppress the very thing the pushed model detects."""
+    from edge_oneclass.device.config import load_config
+    from edge_oneclass.device.daemon import Daemon
+    from edge_oneclass.device.notify import Notifier
+    from edge_oneclass.device.update.store import active_model_path
+
+    store = tmp_path / "store"
+    pushed = _pushed_model_whose_label_is_the_cat(store, runner)
+    cfg_path = write_config(tmp_path, tmp_path, tmp_path / "feedback")
+    cfg_path.write_text(cfg_path.read_text().replace("threads = 1\n", f'threads = 1\nstore = "{store}"\n', 1))
+    cfg = load_config(cfg_path)
+    assert active_model_path(cfg) == pushed
+    # the daemon, restarted: one dark frame is enough to start it
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), np.full((64, 64, 3), DARK, np.uint8))
+    cfg.camera.source, cfg.camera.realtime = str(frames), False
+    daemon = Daemon(cfg, sinks=[], notifier=Notifier(env={}))
+    assert daemon.run() == 0 and daemon.model.path == pushed and daemon.feedback is not None
+    result = daemon.feedback.bank.add_negatives(embed(runner, CAT)[None], ["the cat"])
+    assert result.added == 0 and "label's own photos" in result.refused[0][1]
+    # the command line, as a user runs it next to the daemon
+    image = tmp_path / "cat.png"
+    cv2.imwrite(str(image), np.full((64, 64, 3), CAT[::-1], np.uint8))
+    proc = subprocess.run([*EDGE_DEVICE, "teach", "--config", str(cfg_path), "--not", str(image)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused" in proc.stdout and "0 negative(s) added" in proc.stdout, proc.stdout

@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 import pytest
 
-from device.errors import EX_CONFIG, SourceError, SourceSetupError
-from device.sources import LatestFrameReader, make_source, open_source
-from device.sources.base import ReplayClock
-from device.sources.folder import FolderSource
-from device.sources.opencv import CaptureSource, VideoFileSource
-from device.sources.picamera2 import Picamera2Source, import_error_message, system_numpy_version
+from edge_oneclass.device.errors import EX_CONFIG, SourceError, SourceSetupError
+from edge_oneclass.device.sources import LatestFrameReader, make_source, open_source
+from edge_oneclass.device.sources.base import ReplayClock
+from edge_oneclass.device.sources.folder import FolderSource
+from edge_oneclass.device.sources.opencv import CaptureSource, VideoFileSource
+from edge_oneclass.device.sources.picamera2 import Picamera2Source, import_error_message, system_numpy_version
 
 W, H = 64, 48
 

@@ -6,10 +6,10 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
-from device.config_section import parse_section
-from device.errors import ConfigError
-from device.events import Event, StateChange
-from device.sinks.gpio import GpioConfig, GpioSink, probe_pin
+from edge_oneclass.device.config_section import parse_section
+from edge_oneclass.device.detect.events import Event, StateChange
+from edge_oneclass.device.errors import ConfigError
+from edge_oneclass.device.sinks.gpio import GpioConfig, GpioSink, probe_pin
 
 
 def change(present: bool) -> StateChange:

@@ -74,7 +74,7 @@ def test_first_run_writes_the_venv_config_unit_model_and_user(installed) -> None
     version = subprocess.run([venv / "bin/edge-device", "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.strip() == "edge-device 0.1.0", version
     # the installed copy, not this checkout, and the system site-packages are on its path
-    probe = subprocess.run([venv / "bin/python", "-c", "import device, site, sys; print(device.__file__); "
+    probe = subprocess.run([venv / "bin/python", "-c", "import edge_oneclass.device as d, sys; print(d.__file__); "
                             "print('/usr/lib/python3/dist-packages' in sys.path)"],
                            capture_output=True, text=True, timeout=60, cwd="/")
     where, sees_system = probe.stdout.split()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from device.errors import ModelError
-from device.model_card import ModelCard
+from edge_oneclass.device.errors import ModelError
+from edge_oneclass.device.model.card import ModelCard
 
 
 def card(**kw) -> ModelCard:

@@ -20,15 +20,23 @@ import pytest
 from mqtt_subscriber import WAIT, Subscriber, retained, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
-from device.config_section import parse_section
-from device.errors import BrokerError, ConfigError
-from device.events import Event, StateChange, iso_utc
-from device.sinks.mqtt import MAX_QUEUED, MqttConfig, MqttSink, probe_broker
-from device.snapshot import encode_jpeg
+from edge_oneclass.device.config_section import parse_section
+from edge_oneclass.device.detect.events import Event, StateChange, iso_utc
+from edge_oneclass.device.errors import BrokerError, ConfigError
+from edge_oneclass.device.model.info import ModelInfo
+from edge_oneclass.device.mqtt.client import probe_broker
+from edge_oneclass.device.mqtt.config import MqttConfig
+from edge_oneclass.device.sinks.mqtt import MAX_QUEUED, MqttSink
+from edge_oneclass.device.snapshot import encode_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_KEYS = {"type", "label", "score", "max_score", "threshold", "started_at", "ended_at", "frames", "device_id",
               "model_sha256", "confidence", "max_confidence"}
+
+
+def info(label: str = "dog", sha256: str = "ab" * 32, threshold: float = 0.5, scale: float = 1.0) -> ModelInfo:
+    """The model a sink reports: label, sha256, whole and crop thresholds, confidence scale."""
+    return ModelInfo(label, sha256, threshold, threshold, "", scale)
 
 
 def change(present: bool, t: float = 1_714_560_000.0) -> StateChange:
@@ -44,8 +52,7 @@ def make_sink(mosquitto):
     def make(start: bool = True, confidence_scale: float = 1.0, **overrides) -> MqttSink:
         kw = {"host": mosquitto.host, "port": mosquitto.port, "device_id": f"pi-{uuid.uuid4().hex[:6]}"}
         kw.update(overrides)
-        sink = MqttSink(MqttConfig(**kw), label="dog", model_sha256="ab" * 32, threshold=0.5,
-                        confidence_scale=confidence_scale)
+        sink = MqttSink(MqttConfig(**kw), info(scale=confidence_scale))
         sinks.append(sink)
         if start:
             sink.start()
@@ -228,8 +235,6 @@ def test_kept_status_is_reasserted_after_a_broker_restart(make_sink, mosquitto):
 
 
 def test_label_change_moves_topics_and_removes_the_old_entities(make_sink, mosquitto):
-    from device.model_info import ModelInfo
-
     sink = connected(make_sink(), mosquitto)
     dev = sink.cfg.device_id
     sink.state_changed(change(True))
@@ -245,7 +250,7 @@ def test_label_change_moves_topics_and_removes_the_old_entities(make_sink, mosqu
     sub.wait_for(f"edge/{dev}/cat/state", lambda m: m.text == "OFF", start=n)
     assert sub.on(f"homeassistant/sensor/{dev}_model/config")[-1].payload != b""   # not label-bound: kept
     sub.close()
-    assert sink.connected and (sink.model_sha256, sink.threshold, sink.confidence_scale) == ("cd" * 32, 0.7, 0.1)
+    assert sink.connected and sink.info == ModelInfo("cat", "cd" * 32, 0.7, 0.6, "", 0.1)
 
 
 # -- shutdown, crash -----------------------------------------------------------------------------------------
@@ -260,8 +265,11 @@ def test_close_leaves_offline_retained(make_sink, mosquitto):
 
 SINK_PROCESS = """
 import sys, time
-from device.sinks.mqtt import MqttConfig, MqttSink
-sink = MqttSink(MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), device_id=sys.argv[3]), "dog", "00", 0.5)
+from edge_oneclass.device.model.info import ModelInfo
+from edge_oneclass.device.mqtt.config import MqttConfig
+from edge_oneclass.device.sinks.mqtt import MqttSink
+sink = MqttSink(MqttConfig(host=sys.argv[1], port=int(sys.argv[2]), device_id=sys.argv[3]),
+                ModelInfo("dog", "00", 0.5, 0.5, "", 1.0))
 sink.start()
 while not sink.connected:
     time.sleep(0.02)
@@ -320,7 +328,7 @@ def test_broker_outage_does_not_block_and_latest_state_wins(make_sink, mosquitto
 
 
 def test_outage_backlog_is_bounded_and_does_not_crowd_out_status(make_sink, mosquitto, caplog):
-    caplog.set_level(logging.WARNING, logger="device.sinks.mqtt")
+    caplog.set_level(logging.WARNING, logger="edge_oneclass.device.sinks.mqtt")
     sink = connected(make_sink(), mosquitto)
     mosquitto.stop()
     wait_until(lambda: not sink.connected, what="the sink to notice the outage")
@@ -336,7 +344,7 @@ def test_outage_backlog_is_bounded_and_does_not_crowd_out_status(make_sink, mosq
 
 
 def test_broker_down_at_startup(make_sink, mosquitto, caplog):
-    caplog.set_level(logging.WARNING, logger="device.sinks.mqtt")
+    caplog.set_level(logging.WARNING, logger="edge_oneclass.device.sinks.mqtt")
     mosquitto.stop()
     sink = make_sink()   # start() must not raise
     wait_until(lambda: any("cannot connect" in r.getMessage() for r in caplog.records), what="a failed attempt")
@@ -406,7 +414,7 @@ def test_wrong_password_probe_names_the_keys(auth_broker, monkeypatch):
 
 def test_credentials_are_set_on_the_client(monkeypatch):
     monkeypatch.setenv("EDGE_MQTT_PASSWORD", "s3cret")
-    sink = MqttSink(MqttConfig(host="127.0.0.1", username="edge", password_env="EDGE_MQTT_PASSWORD"), "dog", "0", 0.5)
+    sink = MqttSink(MqttConfig(host="127.0.0.1", username="edge", password_env="EDGE_MQTT_PASSWORD"), info())
     assert (sink._client.username, sink._client.password) == ("edge", "s3cret")
 
 
@@ -452,7 +460,7 @@ def test_missing_password_sources_are_config_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("NOPE_PASSWORD", raising=False)
     cfg = MqttConfig(host="h", username="u", password_env="NOPE_PASSWORD")
     with pytest.raises(ConfigError, match="NOPE_PASSWORD is not set"):
-        MqttSink(cfg, "dog", "0", 0.5)
+        MqttSink(cfg, info())
     cfg = MqttConfig(host="h", username="u", password_file=str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="mqtt.password_file: cannot read"):
         cfg.resolve_password()

@@ -23,16 +23,16 @@ import pytest
 from mqtt_subscriber import Subscriber, retained
 from test_mqtt_sink import auth_broker  # noqa: F401 - the fixture
 
-from device.confidence import confidence, confidence_scale, scale_from_scores
-from device.events import Event
-from device.model_card import ModelCard
-from device.model_payload import FORMAT, PayloadError, decode, encode, read_model_dir
-from device.model_store import ModelStore, active_model_path
-from device.model_update import Refused, check_card
+from edge_oneclass.device.detect.events import Event
+from edge_oneclass.device.model.card import ModelCard
+from edge_oneclass.device.model.confidence import confidence, confidence_scale, scale_from_scores
+from edge_oneclass.device.update.check import FilesRefused, check_files
+from edge_oneclass.device.update.payload import FORMAT, PayloadError, decode, encode, read_model_dir
+from edge_oneclass.device.update.store import ModelStore, active_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
-PUSH_EDGE = [sys.executable, "-m", "device.push_cli"]
-EDGE_DEVICE = [sys.executable, "-m", "device.cli"]
+PUSH_EDGE = [sys.executable, "-m", "edge_oneclass.device.update.push_cli"]
+EDGE_DEVICE = [sys.executable, "-m", "edge_oneclass.device.cli"]
 DEVICE = "pi-push"
 
 
@@ -203,7 +203,7 @@ def test_push_swaps_the_model_live_refuses_a_tampered_one_and_rolls_back(tmp_pat
 
 def test_the_daemon_starts_from_the_pushed_model(tmp_path: Path, brightness_model: Path) -> None:
     """After a restart the store's current/ model is used; a broken one falls back to [model] path."""
-    from device.config import load_config
+    from edge_oneclass.device.config import load_config
 
     store = tmp_path / "store"
     lower = second_model(brightness_model, tmp_path / "lower", threshold=0.3)
@@ -230,23 +230,23 @@ def test_payload_round_trip_and_refusals(tmp_path: Path, brightness_model: Path)
     assert json.loads(payload)["format"] == FORMAT
     decoded, got_id = decode(payload)
     assert decoded == files and got_id == push_id
-    assert check_card(decoded).threshold == 0.3
+    assert check_files(decoded).threshold == 0.3
     for bad, needle in [(b"hello", "not JSON"), (b'{"format": "zip"}', "is not 'edge-model/1'"),
                         (json.dumps({"format": FORMAT, "files": {"model.tflite": "AA=="}}).encode(), "lacks")]:
         with pytest.raises(PayloadError, match=needle):
             decode(bad)
     tampered = dict(files, **{"model.tflite": files["model.tflite"] + b"x"})
-    with pytest.raises(Refused, match="does not match model.json"):
-        check_card(tampered)
+    with pytest.raises(FilesRefused, match="does not match model.json"):
+        check_files(tampered)
     card = json.loads(files["model.json"])
     with_cal = dict(files, **{"model.json": json.dumps({**card, "calibration": {"sha256": "00" * 32}}).encode()})
-    with pytest.raises(Refused, match="push has none"):
-        check_card(with_cal)
-    with pytest.raises(Refused, match="calibration.npz sha256"):
-        check_card(dict(with_cal, **{"calibration.npz": b"npz"}))
+    with pytest.raises(FilesRefused, match="push has none"):
+        check_files(with_cal)
+    with pytest.raises(FilesRefused, match="calibration.npz sha256"):
+        check_files(dict(with_cal, **{"calibration.npz": b"npz"}))
     old = dict(files, **{"model.json": json.dumps({**card, "preprocessing": "v1"}).encode()})
-    with pytest.raises(Refused, match="preprocessing"):
-        check_card(old)
+    with pytest.raises(FilesRefused, match="preprocessing"):
+        check_files(old)
 
 
 def test_push_edge_errors_are_one_line(tmp_path: Path, brightness_model: Path, mosquitto) -> None:
@@ -346,7 +346,7 @@ def test_check_fails_on_a_model_store_it_cannot_write(tmp_path: Path, brightness
 
 def test_push_edge_never_imports_tensorflow(tmp_path: Path, brightness_model: Path, mosquitto) -> None:
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
-            "from device.push_cli import main\n"
+            "from edge_oneclass.device.update.push_cli import main\n"
             f"rc = main([{str(brightness_model.parent)!r}, '--host', {mosquitto.host!r}, '--port', "
             f"'{mosquitto.port}', '--all'])\n"
             "assert not any(m.startswith(('tensorflow', 'keras', 'ai_edge_litert')) and sys.modules[m] is not None "
@@ -359,29 +359,33 @@ def test_push_edge_never_imports_tensorflow(tmp_path: Path, brightness_model: Pa
 
 def test_a_new_card_for_the_same_tflite_is_applied_and_a_repeat_is_a_no_op(tmp_path: Path,
                                                                            brightness_model: Path) -> None:
-    """In process, no broker: the updater with a stand-in daemon whose frame loop runs queued actions at once."""
+    """In process, no broker: the updater with a stand-in daemon (a `ModelHost`) whose frame loop runs queued
+    actions at once. A swap changes the host's one model reference, and nothing else."""
     from test_daemon import write_config
 
-    from device.config import load_config
-    from device.debounce import Decider
-    from device.model_update import ModelUpdates
-    from device.runner import Runner
-    from device.scoring import FrameScorer
+    from edge_oneclass.device.config import load_config
+    from edge_oneclass.device.model.running import RunningModel
+    from edge_oneclass.device.update.swap import ModelUpdates
 
-    class Loop:
-        last_frame = None
+    class Host:
+        def __init__(self, model: RunningModel) -> None:
+            self.model = model
+
+        def last_image(self):
+            return None
 
         def call_between_frames(self, action):
             action()
 
+        def swap_model(self, model: RunningModel) -> None:
+            self.model = model
+
     cfg = load_config(write_config(tmp_path, tmp_path / "x.avi", brightness_model,
                                    f'[snapshot]\ndir = "{tmp_path / "snaps"}"\n'))
     cfg.model.store = str(tmp_path / "store")
-    runner = Runner(brightness_model, threads=1)
-    card = runner.card
-    scorer = FrameScorer(runner, card.thresholds(), cfg.detect)
-    decider = Decider(card.label, card.threshold)
-    updates = ModelUpdates(Loop(), cfg, runner, card, scorer, decider, [])
+    first = RunningModel.load(brightness_model, threads=1)
+    host = Host(first)
+    updates = ModelUpdates(host, cfg, [])
     same = tmp_path / "same"
     same.mkdir()
     shutil.copy(brightness_model, same / "model.tflite")
@@ -391,14 +395,14 @@ def test_a_new_card_for_the_same_tflite_is_applied_and_a_repeat_is_a_no_op(tmp_p
     updates._apply(payload, allow_rollback=True)
     status = updates.last_status
     assert (status["status"], status["threshold"], status["push_id"]) == ("ok", 0.25, push_id)
-    assert decider.threshold == 0.25 and scorer.thresholds.whole == 0.25 and scorer.runner is not runner
+    assert host.model.thresholds.whole == 0.25 and host.model.runner is not first.runner
     updates._apply(encode(read_model_dir(same))[0], allow_rollback=True)
     assert (updates.last_status["status"], updates.last_status["reason"]) == ("ok", "already in use")
     updates._apply(b"rollback", allow_rollback=False)
     assert updates.last_status["status"] == "refused" and "own model/set topic" in updates.last_status["reason"]
     updates._apply(b"rollback", allow_rollback=True)
     assert (updates.last_status["status"], updates.last_status["threshold"]) == ("ok", 0.5)
-    assert decider.threshold == 0.5
+    assert host.model.thresholds.whole == 0.5 and host.model.path.parent.name == "current"
 
 
 def test_push_edge_logs_in_like_the_daemon(tmp_path: Path, brightness_model: Path,

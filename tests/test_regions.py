@@ -7,9 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.motion import MotionDetector
-from device.preprocess import Box, centre_square, preprocess
-from device.regions import Hit, HitTracker, merge_boxes, motion_regions, partners, square_around, sweep_boxes
+from edge_oneclass.device.detect.motion import MotionDetector
+from edge_oneclass.device.detect.regions import (
+    Hit,
+    HitTracker,
+    merge_boxes,
+    motion_regions,
+    partners,
+    square_around,
+    sweep_boxes,
+)
+from edge_oneclass.device.model.preprocess import Box, centre_square, preprocess
 
 
 def frame_with_square(x: int, y: int, side: int = 40, shape: tuple[int, int] = (360, 640)) -> np.ndarray:

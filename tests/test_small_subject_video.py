@@ -56,7 +56,7 @@ def presence_events(tmp_path: Path, video: Path, model: Path, detect: str = "") 
     config = tmp_path / f"{video.stem}-{len(detect)}.toml"
     config.write_text(f'[camera]\nsource = "{video}"\nfps = {FPS}\n[model]\npath = "{model / "model.tflite"}"\n'
                       f'threads = 2\n[detect]\n{detect}[snapshot]\nenabled = false\n[feedback]\nenabled = false\n')
-    proc = subprocess.run([sys.executable, "-m", "device.cli", "run", "--config", str(config)],
+    proc = subprocess.run([sys.executable, "-m", "edge_oneclass.device.cli", "run", "--config", str(config)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.count('"state":"ON"')

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device.snapshot import encode_jpeg, save_snapshot, snapshot_name
+from edge_oneclass.device.snapshot import encode_jpeg, save_snapshot, snapshot_name
 
 
 def test_red_rgb_decodes_to_red():
@@ -41,7 +41,7 @@ def test_save_into_unwritable_dir_returns_none_and_logs(tmp_path, caplog):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        with caplog.at_level(logging.WARNING, logger="device.snapshot"):
+        with caplog.at_level(logging.WARNING, logger="edge_oneclass.device.snapshot"):
             assert save_snapshot(locked / "sub", "dog", 0.0, b"x") is None
     finally:
         locked.chmod(0o700)
@@ -51,12 +51,12 @@ def test_save_into_unwritable_dir_returns_none_and_logs(tmp_path, caplog):
 def test_save_where_a_file_blocks_the_dir_returns_none_and_logs(tmp_path, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the snapshot directory should be")
-    with caplog.at_level(logging.WARNING, logger="device.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="edge_oneclass.device.snapshot"):
         assert save_snapshot(blocker, "dog", 0.0, b"x") is None
     assert "cannot write" in caplog.text and str(blocker) in caplog.text
 
 
 def test_save_into_proc_returns_none_even_as_root(caplog):
-    with caplog.at_level(logging.WARNING, logger="device.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="edge_oneclass.device.snapshot"):
         assert save_snapshot("/proc/edge-snapshots", "dog", 0.0, b"x") is None
     assert "cannot write /proc/edge-snapshots/dog_19700101T000000.000Z.jpg" in caplog.text

@@ -115,7 +115,7 @@ def test_runtime_tolerates_memory_deny_write_execute(tmp_path: Path, brightness_
         code = textwrap.dedent(f"""
             import ctypes, sys
             assert ctypes.CDLL(None, use_errno=True).prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) == 0
-            from device.cli import main
+            from edge_oneclass.device.cli import main
             sys.exit(main(["run", "--config", {str(config)!r}]))
         """)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

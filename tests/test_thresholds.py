@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.config import parse_config
-from device.errors import ConfigError, ModelError
-from device.model_card import ModelCard
-from device.thresholds import decision_thresholds, threshold_for_recall
+from edge_oneclass.device.config import parse_config
+from edge_oneclass.device.errors import ConfigError, ModelError
+from edge_oneclass.device.model.card import ModelCard
+from edge_oneclass.device.model.running import decision_thresholds
+from edge_oneclass.device.model.thresholds import threshold_for_recall
 
 COLOUR = Path(__file__).resolve().parent / "fixtures" / "colour" / "model.tflite"
 

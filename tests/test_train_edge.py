@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, dev_names, link_images
 
-from device.confidence import confidence
-from device.model_card import ModelCard, sha256_file
+from edge_oneclass.device.model.card import ModelCard
+from edge_oneclass.device.model.confidence import confidence
+from edge_oneclass.device.state_files import sha256_file
 
 EVAL_KEYS = {"auroc", "average_precision", "threshold", "tpr", "fpr", "n_positives", "n_negatives"}
 
@@ -51,7 +52,7 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
     every_fourth = sorted(p.name for p in (dev_data / "nodog").glob("*.jpg"))[::4]
     neg = link_images(dev_data / "nodog", tmp_path / "neg", every_fourth)
     out = tmp_path / "eval.json"
-    proc = run("export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
+    proc = run("edge_oneclass.export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
                "--json", out, "--plot", tmp_path / "eval.png")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -74,7 +75,7 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
 
     # --whole: the whole view alone; crops only ever add detections, so recall cannot be higher
     whole_json = tmp_path / "whole.json"
-    proc = run("export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
+    proc = run("edge_oneclass.export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
                "--json", whole_json, "--whole")
     assert proc.returncode == 0, proc.stderr
     whole = json.loads(whole_json.read_text())
@@ -84,7 +85,7 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
 
 def test_export_edge_runs_alone_and_rewrites_hash(trained_model: Path, tmp_path: Path) -> None:
     target = tmp_path / "copy" / "model.tflite"
-    proc = run("export.cli", trained_model, "--out", target)
+    proc = run("edge_oneclass.export.cli", trained_model, "--out", target)
     assert proc.returncode == 0, proc.stderr
     card = ModelCard.load(target.with_name("model.json"))
     assert card.sha256 == sha256_file(target)
@@ -108,7 +109,7 @@ def _make_folder_with_bad_files(dev_data: Path, folder: Path) -> dict[str, Path]
 
 def test_bad_files_are_skipped_and_named(dev_data: Path, tmp_path: Path) -> None:
     bad = _make_folder_with_bad_files(dev_data, tmp_path / "pets")
-    proc = run("export.workflow", tmp_path / "pets", "--out", tmp_path / "m", "--backbone", "none",
+    proc = run("edge_oneclass.export.workflow", tmp_path / "pets", "--out", tmp_path / "m", "--backbone", "none",
                "--image-size", "32", "--epochs", "1")
     assert proc.returncode == 0, proc.stderr
     for path in bad.values():
@@ -128,7 +129,7 @@ def test_unusable_folder_is_one_clear_error(case: str, dev_data: Path, tmp_path:
         folder.mkdir()
     elif case == "too_few":
         link_images(dev_data / "dog", folder, dev_names(0, 5))
-    proc = run("export.workflow", folder, "--out", tmp_path / "m", timeout=300)
+    proc = run("edge_oneclass.export.workflow", folder, "--out", tmp_path / "m", timeout=300)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train-edge:")]
@@ -146,7 +147,8 @@ def test_background_negatives_calibrate_and_train(dev_data: Path, tmp_path: Path
     names = [Path(r[header.index("file")]).name for r in scenes if "Houses" in r[header.index("path")]][:30]
     bg = link_images(dev_data / "nodog", tmp_path / "empty-scene", names)
     out = tmp_path / "m"
-    proc = run("export.workflow", dogs, "--out", out, "--background", bg, "--image-size", "128", "--epochs", "5")
+    proc = run("edge_oneclass.export.workflow", dogs, "--out", out, "--background", bg, "--image-size", "128",
+               "--epochs", "5")
     assert proc.returncode == 0, proc.stderr
     card = ModelCard.load(out / "model.json")
     assert card.counts["background_train"] == 15 and card.counts["background_validation"] == 15

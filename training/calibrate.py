@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from device.thresholds import threshold_for_recall
+from edge_oneclass.device.model.thresholds import threshold_for_recall
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Finding, validating, de-duplicating and splitting the user's image folder, and streaming it in batches.
 
-Images are decoded and preprocessed by the device's own code (`device.image_io`, `device.preprocess`),
+Images are decoded and preprocessed by the device's own code (`device.image_io`, `device.model.preprocess`),
 so training sees frames exactly as the Pi will. Nothing holds the whole folder in memory.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.errors import DataError, ImageError
-from device.image_io import list_images, load_rgb
-from device.preprocess import preprocess
+from edge_oneclass.device.errors import DataError, ImageError
+from edge_oneclass.device.image_io import list_images, load_rgb
+from edge_oneclass.device.model.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.dataset import iter_batches
-from training.views import View
+from edge_oneclass.training.dataset import iter_batches
+from edge_oneclass.training.views import View
 
 
 def embed_paths(embedder, paths: Sequence[Path], size: int, desc: str, batch_size: int = 32,

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from device.coreset import greedy_coreset
+from edge_oneclass.device.model.coreset import greedy_coreset
+
+if TYPE_CHECKING:
+    import keras
 
 Layer = tuple[np.ndarray, np.ndarray]   # dense kernel (in, out), bias (out,)
 
@@ -91,11 +95,22 @@ def fit_weights(knn_train: np.ndarray, err_train: np.ndarray, neg_train: np.ndar
     return ScoreWeights(w_knn=w_knn, w_ae=w_ae, bias=bias, w_neg=w_neg)
 
 
+def build_embedding_autoencoder(dim: int, hidden: int = 256, code: int = 32, seed: int = 0) -> keras.Model:
+    """Small dense autoencoder over embeddings; trained on the label only. Keras is imported here, on use."""
+    import keras
+
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inp = keras.Input((dim,), name="embedding_in")
+    x = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init, name="ae_enc1")(inp)
+    x = keras.layers.Dense(code, activation="relu", kernel_initializer=init, name="ae_code")(x)
+    x = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init, name="ae_dec1")(x)
+    out = keras.layers.Dense(dim, kernel_initializer=init, name="ae_out")(x)
+    return keras.Model(inp, out, name="embedding_autoencoder")
+
+
 def fit_autoencoder(x: np.ndarray, epochs: int, seed: int, desc: str | None = None) -> tuple[list[Layer], list[float]]:
     """Train the small dense autoencoder on embeddings; returns its layers and the loss per epoch."""
     import keras
-
-    from training.model import build_embedding_autoencoder
 
     keras.utils.set_random_seed(seed)
     ae = build_embedding_autoencoder(x.shape[1], seed=seed)
@@ -103,7 +118,7 @@ def fit_autoencoder(x: np.ndarray, epochs: int, seed: int, desc: str | None = No
     ae.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", steps_per_execution=64)
     callbacks = []
     if desc is not None:
-        from training.progress import EpochBar
+        from edge_oneclass.training.progress import EpochBar
 
         callbacks.append(EpochBar(epochs, desc))
     hist = ae.fit(x, x, epochs=epochs, batch_size=32, shuffle=True, verbose=0, callbacks=callbacks)

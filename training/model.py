@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from training.head import Head
+from edge_oneclass.training.head import Head, build_embedding_autoencoder
 
 BACKBONES = ("efficientnet_lite0", "none")
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -24,7 +24,7 @@ def build_embedder(backbone: str, image_size: int) -> keras.Model:
     """Pixels (float 0..255, RGB) -> L2-normalised embedding, frozen."""
     if backbone != "efficientnet_lite0":
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    from training.efficientnet_lite import build_efficientnet_lite0
+    from edge_oneclass.training.backbone.efficientnet_lite import build_efficientnet_lite0
 
     net = build_efficientnet_lite0(image_size=image_size, head="logits", weights=True)
     net.trainable = False
@@ -34,17 +34,6 @@ def build_embedder(backbone: str, image_size: int) -> keras.Model:
     model = keras.Model(inp, e, name="embedder")
     model.trainable = False
     return model
-
-
-def build_embedding_autoencoder(dim: int, hidden: int = 256, code: int = 32, seed: int = 0) -> keras.Model:
-    """Small dense autoencoder over embeddings; trained on the label only."""
-    init = keras.initializers.GlorotUniform(seed=seed)
-    inp = keras.Input((dim,), name="embedding_in")
-    x = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init, name="ae_enc1")(inp)
-    x = keras.layers.Dense(code, activation="relu", kernel_initializer=init, name="ae_code")(x)
-    x = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init, name="ae_dec1")(x)
-    out = keras.layers.Dense(dim, kernel_initializer=init, name="ae_out")(x)
-    return keras.Model(inp, out, name="embedding_autoencoder")
 
 
 def build_scorer(embedder: keras.Model, head: Head) -> keras.Model:

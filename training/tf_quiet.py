@@ -23,9 +23,17 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def quiet_native_logging() -> None:
+    """TensorFlow's C++ log level, set before anything imports TensorFlow (it is read once, at import): without it
+    a user sees oneDNN and CUDA notices at start and a `NodeDef mentions attribute use_unbounded_threadpool` error
+    line per autoencoder fit (tf.data's graph is newer than the op registry; harmless). The workstation commands
+    call this first; TF_CPP_MIN_LOG_LEVEL set by the user wins."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow and Keras without their burst of start-up logging."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_native_logging()
     with native_stderr_silenced():
         import keras  # noqa: F401
         import tensorflow  # noqa: F401

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.coreset import greedy_coreset
-from device.errors import DataError
-from training.dataset import ImageSet, iter_batches, scan_folder, split
-from training.head import (
+from edge_oneclass.device.errors import DataError
+from edge_oneclass.device.model.coreset import greedy_coreset
+from edge_oneclass.training.dataset import ImageSet, iter_batches, scan_folder, split
+from edge_oneclass.training.head import (
     Head,
     ScoreWeights,
     bank_rows,
@@ -25,7 +25,7 @@ from training.head import (
     nearest_similarity,
     save_heads,
 )
-from training.tf_quiet import import_tensorflow_quietly
+from edge_oneclass.training.tf_quiet import import_tensorflow_quietly
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,9 @@ def _fit_embedding_model(opts: TrainOptions, embedder, paths: list[Path], emb: n
     The bank holds each photo in colour and in grey (rows i and n + i); the autoencoder also learns the
     mirrored copies (up to MIRROR_LIMIT photos: past that they only double the time).
     """
-    from training.embed import embed_paths
-    from training.model import build_scorer
-    from training.views import grey, grey_mirror, mirror
+    from edge_oneclass.training.embed import embed_paths
+    from edge_oneclass.training.model import build_scorer
+    from edge_oneclass.training.views import grey, grey_mirror, mirror
 
     n = len(paths)
     views = [emb]
@@ -152,9 +152,9 @@ def _fit_embedding_model(opts: TrainOptions, embedder, paths: list[Path], emb: n
 def _fit_pixel_model(opts: TrainOptions, train: list[Path]):
     import keras
 
-    from training.model import build_pixel_autoencoder
-    from training.progress import EpochBar
-    from training.views import mirror
+    from edge_oneclass.training.model import build_pixel_autoencoder
+    from edge_oneclass.training.progress import EpochBar
+    from edge_oneclass.training.views import mirror
 
     keras.utils.set_random_seed(opts.seed)
     ae, scorer = build_pixel_autoencoder(opts.image_size, seed=opts.seed)
@@ -210,9 +210,9 @@ def train(opts: TrainOptions) -> Path:
     else:
         import keras
 
-        from training.embed import embed_paths
-        from training.model import build_embedder
-        from training.near_duplicates import group_near_duplicates
+        from edge_oneclass.training.embed import embed_paths
+        from edge_oneclass.training.model import build_embedder
+        from edge_oneclass.training.near_duplicates import group_near_duplicates
 
         keras.utils.set_random_seed(opts.seed)
         embedder = build_embedder(opts.backbone, opts.image_size)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from device.preprocess import centre_square
+from edge_oneclass.device.model.preprocess import centre_square
 
 CROP_VIEW_PX = 96
 

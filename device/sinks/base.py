@@ -9,7 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from device.events import StateChange
+from edge_oneclass.device.detect.events import StateChange
+from edge_oneclass.device.model.info import ModelInfo
 
 
 class Sink(ABC):
@@ -19,6 +20,10 @@ class Sink(ABC):
 
     def stats(self, stats: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Periodic health figures (fps, inference ms p50/p95, dropped frames, uptime, last score, temp)."""
+
+    def model_changed(self, info: ModelInfo) -> None:  # noqa: B027 - optional hook
+        """Another model scores from the next frame on (pushed over MQTT, or a rollback): its label, sha256,
+        thresholds and confidence scale. Sinks that name the model or the label (MQTT topics, events) follow it."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Final state on exit: MQTT publishes offline, GPIO switches off."""

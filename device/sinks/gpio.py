@@ -16,9 +16,9 @@ from typing import Any
 from gpiozero import Device, DigitalOutputDevice
 from gpiozero.exc import BadPinFactory, GPIOZeroError, PinInvalidPin
 
-from device.errors import ConfigError
-from device.events import StateChange
-from device.sinks.base import Sink
+from edge_oneclass.device.detect.events import StateChange
+from edge_oneclass.device.errors import ConfigError
+from edge_oneclass.device.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 

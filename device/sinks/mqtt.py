@@ -1,171 +1,44 @@
 """MQTT output: presence state, events, snapshot and stats for Home Assistant and Node-RED.
 
 All network work happens on paho's own thread (`loop_start`), so the frame loop never waits for the broker.
-Topics live under `<base_topic>/<device_id>`:
+Topics live under `<base_topic>/<device_id>` (`device.mqtt.discovery.Topics`):
 
 - `status`            `online` / `offline`, retained; `offline` is also the last will.
 - `<label>/state`     `ON` / `OFF`, retained; re-published after every (re)connect.
 - `<label>/event`     event JSON (`Event.to_json`), QoS `qos_events`, not retained.
 - `<label>/snapshot`  JPEG of the best frame at the start of an episode, retained.
 - `stats`             health JSON (with `confidence`), not retained.
-- `model`             the model in use and the last update's outcome, retained (`device.model_update`).
+- `model`             the model in use and the last update's outcome, retained (`device.update.swap`).
 
-Home Assistant discovery goes to `<discovery_prefix>/binary_sensor/<device_id>_<label>/config` (and an `image`
-entity for the snapshot, a `<label> confidence` sensor and a diagnostic `model` sensor), sent on every connect
-and again when Home Assistant announces `online` on `<discovery_prefix>/status`.
+Home Assistant discovery (`device.mqtt.discovery`) is sent on every connect and again when Home Assistant
+announces `online` on `<discovery_prefix>/status`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import socket
-import ssl
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 
-from device import __version__
-from device.confidence import DEFAULT_SCALE, confidence
-from device.errors import BrokerError, ConfigError
-from device.events import StateChange
-from device.sinks.base import Sink
+from edge_oneclass.device.detect.events import StateChange
+from edge_oneclass.device.model.confidence import confidence
+from edge_oneclass.device.model.info import ModelInfo
+from edge_oneclass.device.mqtt.client import make_client
+from edge_oneclass.device.mqtt.config import MqttConfig, topic_slug
+from edge_oneclass.device.mqtt.discovery import OFF, OFFLINE, ON, ONLINE, Topics, discovery_configs
+from edge_oneclass.device.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
-SECTION = "mqtt"
-ONLINE, OFFLINE = "online", "offline"
-ON, OFF = "ON", "OFF"
 # Bound on paho's outgoing QoS>0 queue: while the broker is away, events queue up to this many and then are
 # dropped; state and snapshot never queue (they are re-published on reconnect instead).
 MAX_QUEUED = 100
 CLOSE_WAIT_S = 2.0
-_SLUG_BAD = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def topic_slug(text: str) -> str:
-    """Letters, digits, `_` and `-` only: safe as an MQTT topic level and as a Home Assistant object id."""
-    return _SLUG_BAD.sub("_", text.strip()).strip("_")
-
-
-def default_device_id() -> str:
-    return topic_slug(socket.gethostname()) or "edge"
-
-
-def _check_topic_prefix(key: str, value: str) -> None:
-    if not value or value.startswith("/") or value.endswith("/") or "+" in value or "#" in value:
-        raise ValueError(f"{key} {value!r} must be a non-empty MQTT topic without leading/trailing '/', '+' or '#'")
-
-
-@dataclass
-class MqttConfig:
-    """The `[mqtt]` table. Secrets never live here: the password comes from an env var or a file."""
-
-    host: str
-    port: int = 1883
-    base_topic: str = "edge"
-    device_id: str = field(default_factory=default_device_id)
-    discovery_prefix: str = "homeassistant"
-    discovery: bool = True
-    client_id: str | None = None
-    keepalive: int = 30
-    qos_events: int = 1
-    username: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    snapshot: bool = True
-    stats_interval: float = 60.0
-    # Only here to reject it with an explanation (an unknown-key error would not say what to do instead).
-    password: Any = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.password is not None:
-            self.password = None
-            raise ValueError("a literal 'password' is not supported in the config file (world-readable, ends up in "
-                             "backups); put it in a file and set password_file (e.g. systemd LoadCredential), or in "
-                             "an environment variable and set password_env")
-        if not self.host.strip():
-            raise ValueError("host must not be empty; set it to the broker's name or IP address")
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is out of range 1..65535")
-        _check_topic_prefix("base_topic", self.base_topic)
-        _check_topic_prefix("discovery_prefix", self.discovery_prefix)
-        if not self.device_id or topic_slug(self.device_id) != self.device_id:
-            raise ValueError(f"device_id {self.device_id!r} may only contain letters, digits, '_' and '-' "
-                             f"(try {topic_slug(self.device_id) or 'edge'!r})")
-        if not 5 <= self.keepalive <= 65535:
-            raise ValueError(f"keepalive {self.keepalive} must be 5..65535 seconds")
-        if self.qos_events not in (0, 1, 2):
-            raise ValueError(f"qos_events {self.qos_events} must be 0, 1 or 2")
-        if self.stats_interval <= 0:
-            raise ValueError(f"stats_interval {self.stats_interval} must be > 0 seconds")
-        if self.password_env and self.password_file:
-            raise ValueError("set only one of password_env and password_file")
-        if (self.password_env or self.password_file) and not self.username:
-            raise ValueError("password_env/password_file need a username; set username")
-        tls_files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
-        for key, value in tls_files.items():
-            if value is None:
-                continue
-            if not self.tls:
-                raise ValueError(f"{key} is set but tls = false; set tls = true or remove {key}")
-            if not Path(value).expanduser().is_file():
-                raise ValueError(f"{key} {value!r} not found; check the path")
-        if self.key_file and not self.cert_file:
-            raise ValueError("key_file needs cert_file; set cert_file (the client certificate)")
-        if self.tls_insecure and not self.tls:
-            raise ValueError("tls_insecure is set but tls = false; set tls = true or remove tls_insecure")
-
-    def resolve_password(self) -> str | None:
-        """Read the password from `password_env` or `password_file` now (at start-up), never from the config."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"{SECTION}.password_env: environment variable {self.password_env} is not set; "
-                                  f"export it or use password_file")
-            return value
-        if self.password_file:
-            path = Path(os.path.expandvars(self.password_file)).expanduser()
-            try:
-                return path.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise ConfigError(f"{SECTION}.password_file: cannot read {path} ({exc.strerror or exc}); "
-                                  f"check the path and its permissions") from None
-        return None
-
-
-def _make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
-    """A paho client with credentials and TLS applied; shared by the sink and `probe_broker`."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-    if cfg.username:
-        client.username_pw_set(cfg.username, cfg.resolve_password())
-    if cfg.tls:
-        try:
-            client.tls_set(ca_certs=_expand(cfg.ca_file), certfile=_expand(cfg.cert_file),
-                           keyfile=_expand(cfg.key_file))
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise ConfigError(f"{SECTION}: cannot load TLS files ca_file/cert_file/key_file ({exc}); "
-                              f"check the paths and that key and certificate match") from None
-        if cfg.tls_insecure:
-            client.tls_insecure_set(True)
-    return client
-
-
-def _expand(path: str | None) -> str | None:
-    return str(Path(path).expanduser()) if path else None
 
 
 class MqttSink(Sink):
@@ -175,20 +48,10 @@ class MqttSink(Sink):
     events wait in paho's bounded queue (`MAX_QUEUED`) and are dropped with a log line when it is full.
     """
 
-    def __init__(self, cfg: MqttConfig, label: str, model_sha256: str, threshold: float,
-                 confidence_scale: float = DEFAULT_SCALE) -> None:
+    def __init__(self, cfg: MqttConfig, info: ModelInfo) -> None:
         self.cfg = cfg
-        self.model_sha256 = model_sha256
-        self.threshold = float(threshold)
-        self.confidence_scale = float(confidence_scale)
-
-        root = f"{cfg.base_topic}/{cfg.device_id}"
-        self.status_topic = f"{root}/status"
-        self.stats_topic = f"{root}/stats"
-        self.model_topic = f"{root}/model"
-        self.ha_status_topic = f"{cfg.discovery_prefix}/status"
-        self._set_label(label)
-        first_slug = self.label_slug
+        self.info = info                         # the model in use; replaced by `model_changed`
+        self.topics = Topics.for_label(cfg, info.label)
 
         self._lock = threading.Lock()
         self._commands: dict[str, Callable[[bytes], None]] = {}   # full topic -> handler (paho's thread)
@@ -201,8 +64,8 @@ class MqttSink(Sink):
         self._failures = 0
         self._kept: dict[str, str | bytes] = {}  # retained status messages re-asserted on every connect
 
-        client_id = cfg.client_id or f"edge-{cfg.device_id}-{first_slug}"
-        self._client = _make_client(cfg, client_id)
+        client_id = cfg.client_id or f"edge-{cfg.device_id}-{self.topics.label_slug}"
+        self._client = make_client(cfg, client_id)
         self._client.max_queued_messages_set(MAX_QUEUED)
         self._client.reconnect_delay_set(1, 30)
         self._client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
@@ -211,41 +74,35 @@ class MqttSink(Sink):
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
 
-    def _set_label(self, label: str) -> None:
-        slug = topic_slug(label)
-        if not slug:
-            raise ConfigError(f"label {label!r} has no letters or digits to use in MQTT topics; rename the label")
-        cfg, root = self.cfg, f"{self.cfg.base_topic}/{self.cfg.device_id}"
-        self.label, self.label_slug = label, slug
-        self.state_topic = f"{root}/{slug}/state"
-        self.event_topic = f"{root}/{slug}/event"
-        self.snapshot_topic = f"{root}/{slug}/snapshot"
-        self.object_id = f"{cfg.device_id}_{slug}"
-        self.discovery_topic = f"{cfg.discovery_prefix}/binary_sensor/{self.object_id}/config"
-        self.image_discovery_topic = f"{cfg.discovery_prefix}/image/{self.object_id}_snapshot/config"
+    # topic names, as the tests and the other parts read them
+    label = property(lambda self: self.topics.label)
+    label_slug = property(lambda self: self.topics.label_slug)
+    status_topic = property(lambda self: self.topics.status)
+    stats_topic = property(lambda self: self.topics.stats)
+    state_topic = property(lambda self: self.topics.state)
+    event_topic = property(lambda self: self.topics.event)
+    snapshot_topic = property(lambda self: self.topics.snapshot)
 
-    def model_changed(self, info: Any) -> None:
-        """A new model scores from now on (`device.model_info.ModelInfo`): new sha/threshold/scale in events and
-        stats; a new label moves the topics, removes the old label's Home Assistant entities (empty retained
-        configs) and retained state/snapshot, and announces the new ones. The MQTT session is kept."""
+    def model_changed(self, info: ModelInfo) -> None:
+        """A new model scores from now on: its sha, threshold and scale in events and stats; a new label moves the
+        topics, removes the old label's Home Assistant entities (empty retained configs) and retained
+        state/snapshot, and announces the new ones. The MQTT session is kept."""
         with self._lock:
-            old_label, old_configs = self.label, self.discovery_configs()
-            old_retained = (self.state_topic, self.snapshot_topic)
-            self.model_sha256, self.threshold = info.sha256, float(info.threshold)
-            self.confidence_scale = float(info.confidence_scale)
-            if info.label == old_label:
+            old, old_configs = self.topics, self.discovery_configs()
+            self.info = info
+            if info.label == old.label:
                 return
-            self._set_label(info.label)
+            self.topics = Topics.for_label(self.cfg, info.label)
             self._present, self._last_snapshot, self._snapshot_pending = None, None, False
             if self._closing:
                 return
-            log.info("mqtt: label %r -> %r: moving topics and Home Assistant entities", old_label, info.label)
+            log.info("mqtt: label %r -> %r: moving topics and Home Assistant entities", old.label, info.label)
             new_configs = self.discovery_configs()
             if self.cfg.discovery:
                 for topic in old_configs:
                     if topic not in new_configs:
                         self._publish(topic, "", retain=True)
-            for topic in old_retained:
+            for topic in (old.state, old.snapshot):
                 self._publish(topic, "", retain=True)
             if self.cfg.discovery:
                 self._publish_discovery()
@@ -262,7 +119,7 @@ class MqttSink(Sink):
 
     def topic(self, suffix: str) -> str:
         """`<base_topic>/<device_id>/<suffix>`: where this device's own messages live."""
-        return f"{self.cfg.base_topic}/{self.cfg.device_id}/{suffix}"
+        return self.topics.own(suffix)
 
     def on_command(self, topic: str, handler: Callable[[bytes], None]) -> None:
         """Call `handler(payload)` for every message on `topic` (subscribed now and after every reconnect).
@@ -278,8 +135,8 @@ class MqttSink(Sink):
     def add_discovery(self, component: str, suffix: str, config: dict[str, Any]) -> str:
         """Another Home Assistant entity on this device (e.g. the feedback buttons): its unique id, availability and
         device are added; announced now if connected and on every connect. Returns its discovery topic."""
-        object_id = f"{self.object_id}_{topic_slug(suffix)}"
-        topic = f"{self.cfg.discovery_prefix}/{component}/{object_id}/config"
+        object_id = f"{self.topics.object_id}_{topic_slug(suffix)}"
+        topic = self.topics.config_topic(component, object_id)
         with self._lock:
             self._entities[topic] = {"unique_id": object_id, **config}
             if self.cfg.discovery and not self._closing and self._client.is_connected():
@@ -339,8 +196,8 @@ class MqttSink(Sink):
                 if snapshot_jpeg and self.cfg.snapshot:
                     self._last_snapshot = bytes(snapshot_jpeg)
                     self._snapshot_pending = not self._publish(self.snapshot_topic, self._last_snapshot, retain=True)
-                payload = json.dumps(change.event.to_json(self.cfg.device_id, self.model_sha256,
-                                                          self.confidence_scale))
+                payload = json.dumps(change.event.to_json(self.cfg.device_id, self.info.sha256,
+                                                          self.info.confidence_scale))
                 rc = self._client.publish(self.event_topic, payload, qos=self.cfg.qos_events).rc
                 # QoS>0 while disconnected reports NO_CONN but stays in paho's queue; QUEUE_SIZE means dropped.
                 if rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE or (self.cfg.qos_events == 0 and rc != 0):
@@ -355,11 +212,12 @@ class MqttSink(Sink):
         if self._closing or not self._client.is_connected():
             return
         try:
-            payload = {"device_id": self.cfg.device_id, "label": self.label, "model_sha256": self.model_sha256,
-                       "threshold": self.threshold, **stats}
+            info = self.info
+            payload = {"device_id": self.cfg.device_id, "label": info.label, "model_sha256": info.sha256,
+                       "threshold": info.threshold, **stats}
             if stats.get("last_score") is not None:
-                payload["confidence"] = round(confidence(stats["last_score"], self.threshold,
-                                                         self.confidence_scale), 4)
+                payload["confidence"] = round(confidence(stats["last_score"], info.threshold,
+                                                         info.confidence_scale), 4)
             self._publish(self.stats_topic, json.dumps(payload, default=str))
         except Exception:
             log.exception("mqtt: failed to publish stats")
@@ -382,7 +240,7 @@ class MqttSink(Sink):
             for topic in self._commands:
                 client.subscribe(topic, qos=1)
             if self.cfg.discovery:
-                client.subscribe(self.ha_status_topic, qos=1)
+                client.subscribe(self.topics.ha_status, qos=1)
                 self._publish_discovery()
             if self._snapshot_pending and self._last_snapshot is not None:
                 self._snapshot_pending = not self._publish(self.snapshot_topic, self._last_snapshot, retain=True)
@@ -405,7 +263,7 @@ class MqttSink(Sink):
             except Exception:  # a bad message must never take paho's thread (and every other message) down
                 log.exception("mqtt: handling a message on %s failed", message.topic)
             return
-        if message.topic != self.ha_status_topic or message.payload.strip() != ONLINE.encode():
+        if message.topic != self.topics.ha_status or message.payload.strip() != ONLINE.encode():
             return
         log.info("mqtt: Home Assistant came online; re-sending discovery")
         with self._lock:
@@ -432,110 +290,10 @@ class MqttSink(Sink):
 
     def discovery_configs(self) -> dict[str, dict[str, Any] | None]:
         """Home Assistant discovery payloads by topic; None means "remove this entity"."""
-        device = {
-            "identifiers": [f"edge_{self.cfg.device_id}"],
-            "name": f"Edge {self.cfg.device_id}",
-            "model": "edge-oneclass detector",
-            "manufacturer": "edge-oneclass",
-            "sw_version": __version__,
-        }
-        common = {
-            "availability_topic": self.status_topic,
-            "payload_available": ONLINE,
-            "payload_not_available": OFFLINE,
-            "device": device,
-            "origin": {"name": "edge-oneclass", "sw_version": __version__},
-        }
-        sensor = {
-            "name": self.label,
-            "unique_id": self.object_id,
-            "device_class": "occupancy",
-            "state_topic": self.state_topic,
-            "payload_on": ON,
-            "payload_off": OFF,
-            "json_attributes_topic": self.event_topic,
-            **common,
-        }
-        image = {
-            "name": f"{self.label} snapshot",
-            "unique_id": f"{self.object_id}_snapshot",
-            "image_topic": self.snapshot_topic,
-            "content_type": "image/jpeg",
-            **common,
-        }
-        configs = {self.discovery_topic: sensor, self.image_discovery_topic: image if self.cfg.snapshot else None}
-        configs.update(self._extra_discovery(common))
-        configs.update({topic: {**entity, **common} for topic, entity in self._entities.items()})
-        return configs
-
-    def _extra_discovery(self, common: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
-        """The `<label> confidence` sensor (0..1 shown as %, from stats) and the diagnostic `model` sensor."""
-        prefix, dev = self.cfg.discovery_prefix, self.cfg.device_id
-        conf = {
-            "name": f"{self.label} confidence",
-            "unique_id": f"{self.object_id}_confidence",
-            "state_topic": self.stats_topic,
-            "value_template": "{{ (value_json.confidence * 100) | round(1) if value_json.confidence is defined "
-                              "and value_json.confidence is not none else none }}",
-            "unit_of_measurement": "%",
-            "state_class": "measurement",
-            "icon": "mdi:gauge",
-            **common,
-        }
-        model = {
-            "name": "model",
-            "unique_id": f"{dev}_model",
-            "state_topic": self.model_topic,
-            "value_template": "{{ value_json.status }}: {{ value_json.label }} {{ value_json.sha256[:12] }}",
-            "json_attributes_topic": self.model_topic,
-            "entity_category": "diagnostic",
-            "icon": "mdi:brain",
-            **common,
-        }
-        return {f"{prefix}/sensor/{self.object_id}_confidence/config": conf,
-                f"{prefix}/sensor/{dev}_model/config": model}
+        return discovery_configs(self.cfg, self.topics, self._entities)
 
     def _log_failure(self, what: str) -> None:
         # One warning per outage, then quiet: the backoff retries every <= 30 s and would flood the journal.
         self._failures += 1
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(level, "mqtt: %s:%d %s", self.cfg.host, self.cfg.port, what)
-
-
-def probe_broker(cfg: MqttConfig, timeout: float = 5.0) -> None:
-    """Connect once, synchronously, and disconnect; raise BrokerError with what to fix (for `edge-device check`)."""
-    where = f"{cfg.host}:{cfg.port}"
-    client = _make_client(cfg, client_id="")    # a random id: never kick the running daemon's session
-    client.connect_timeout = timeout
-    result: dict[str, Any] = {}
-
-    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        result["rc"] = reason_code
-
-    client.on_connect = on_connect
-    try:
-        client.connect(cfg.host, cfg.port, keepalive=max(cfg.keepalive, int(timeout) + 1))
-    except socket.gaierror as exc:
-        raise BrokerError(f"cannot resolve MQTT broker host {cfg.host!r} ({exc.strerror}); "
-                          f"check [mqtt] host") from None
-    except ssl.SSLError as exc:
-        raise BrokerError(f"TLS handshake with MQTT broker {where} failed ({exc.reason or exc}); "
-                          f"check [mqtt] ca_file/cert_file/key_file and tls_insecure") from None
-    except (TimeoutError, OSError) as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise BrokerError(f"cannot reach MQTT broker at {where} ({reason}); is mosquitto running? "
-                          f"check [mqtt] host/port") from None
-    try:
-        deadline = time.monotonic() + timeout
-        while "rc" not in result and time.monotonic() < deadline:
-            if client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
-        rc = result.get("rc")
-        if rc is None:
-            raise BrokerError(f"MQTT broker at {where} did not answer within {timeout:g} s; is it an MQTT port? "
-                              f"check [mqtt] host/port and tls")
-        if rc.is_failure:
-            raise BrokerError(f"MQTT broker at {where} refused the login ({rc}); check [mqtt] username and "
-                              f"password_env/password_file")
-    finally:
-        client.disconnect()

@@ -7,19 +7,16 @@ import socket
 import sys
 from typing import Any, TextIO
 
-from device.confidence import DEFAULT_SCALE, confidence
-from device.events import StateChange, iso_utc
-from device.sinks.base import Sink
+from edge_oneclass.device.detect.events import StateChange, iso_utc
+from edge_oneclass.device.model.confidence import confidence
+from edge_oneclass.device.model.info import ModelInfo
+from edge_oneclass.device.sinks.base import Sink
 
 
 class StdoutSink(Sink):
-    def __init__(self, label: str, model_sha256: str, device_id: str | None = None, stream: TextIO | None = None,
-                 with_stats: bool = True, threshold: float | None = None,
-                 confidence_scale: float = DEFAULT_SCALE) -> None:
-        self.label = label
-        self.model_sha256 = model_sha256
-        self.threshold = threshold
-        self.confidence_scale = confidence_scale
+    def __init__(self, info: ModelInfo, device_id: str | None = None, stream: TextIO | None = None,
+                 with_stats: bool = True) -> None:
+        self.info = info                  # the model in use; replaced by `model_changed`
         self.device_id = device_id or socket.gethostname()
         self._stream = stream
         self.with_stats = with_stats
@@ -32,21 +29,20 @@ class StdoutSink(Sink):
     def state_changed(self, change: StateChange, snapshot_jpeg: bytes | None = None) -> None:
         self._write({
             "kind": "state",
-            "label": self.label,
+            "label": self.info.label,
             "state": "ON" if change.present else "OFF",
             "at": iso_utc(change.at),
-            "event": change.event.to_json(self.device_id, self.model_sha256, self.confidence_scale),
+            "event": change.event.to_json(self.device_id, self.info.sha256, self.info.confidence_scale),
             "snapshot_bytes": len(snapshot_jpeg) if snapshot_jpeg else 0,
         })
 
     def stats(self, stats: dict[str, Any]) -> None:
         if self.with_stats:
-            record = {"kind": "stats", "label": self.label, **stats}
-            if self.threshold is not None and stats.get("last_score") is not None:
-                record["confidence"] = round(confidence(stats["last_score"], self.threshold, self.confidence_scale), 4)
+            record = {"kind": "stats", "label": self.info.label, **stats}
+            if stats.get("last_score") is not None:
+                record["confidence"] = round(confidence(stats["last_score"], self.info.threshold,
+                                                        self.info.confidence_scale), 4)
             self._write(record)
 
-    def model_changed(self, info: Any) -> None:
-        """A pushed model scores from now on (`device.model_info.ModelInfo`)."""
-        self.label, self.model_sha256 = info.label, info.sha256
-        self.threshold, self.confidence_scale = info.threshold, info.confidence_scale
+    def model_changed(self, info: ModelInfo) -> None:
+        self.info = info

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from device.errors import SourceError
-from device.sources.base import LatestFrameReader, Source
+from edge_oneclass.device.errors import SourceError
+from edge_oneclass.device.sources.base import LatestFrameReader, Source
 
 __all__ = ["LatestFrameReader", "Source", "make_source", "open_source"]
 
@@ -27,24 +27,24 @@ def make_source(spec: str | int, fps: float, width: int | None = None, height: i
     if isinstance(spec, str) and spec.strip().isdigit():
         spec = int(spec.strip())
     if isinstance(spec, int):
-        from device.sources.opencv import CaptureSource
+        from edge_oneclass.device.sources.opencv import CaptureSource
 
         return CaptureSource(spec, fps, width, height)
     if spec == "picamera2":
-        from device.sources.picamera2 import Picamera2Source
+        from edge_oneclass.device.sources.picamera2 import Picamera2Source
 
         return Picamera2Source(fps, width, height)
     if "://" in spec or spec.startswith("/dev/"):
-        from device.sources.opencv import CaptureSource
+        from edge_oneclass.device.sources.opencv import CaptureSource
 
         return CaptureSource(spec, fps, width, height)
     path = Path(spec).expanduser()
     if path.is_dir():
-        from device.sources.folder import FolderSource
+        from edge_oneclass.device.sources.folder import FolderSource
 
         return FolderSource(path, fps, realtime)
     if path.is_file():
-        from device.sources.opencv import VideoFileSource
+        from edge_oneclass.device.sources.opencv import VideoFileSource
 
         return VideoFileSource(path, fps, realtime)
     raise SourceError(f"camera source {spec!r} not found; set [camera] source to picamera2, a camera index, "

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from device.errors import SourceError
-from device.frame import Frame
+from edge_oneclass.device.errors import SourceError
+from edge_oneclass.device.frame import Frame
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from device.errors import ImageError, SourceError
-from device.frame import Frame
-from device.image_io import list_images, load_rgb
-from device.sources.base import ReplayClock, Source
+from edge_oneclass.device.errors import ImageError, SourceError
+from edge_oneclass.device.frame import Frame
+from edge_oneclass.device.image_io import list_images, load_rgb
+from edge_oneclass.device.sources.base import ReplayClock, Source
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.errors import SourceError
-from device.frame import Frame
-from device.sources.base import LatestFrameReader, ReplayClock, Source
+from edge_oneclass.device.errors import SourceError
+from edge_oneclass.device.frame import Frame
+from edge_oneclass.device.sources.base import LatestFrameReader, ReplayClock, Source
 
 log = logging.getLogger(__name__)
 

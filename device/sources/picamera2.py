@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from device.errors import SourceError, SourceSetupError
-from device.frame import Frame
-from device.sources.base import LatestFrameReader, Source
+from edge_oneclass.device.errors import SourceError, SourceSetupError
+from edge_oneclass.device.frame import Frame
+from edge_oneclass.device.sources.base import LatestFrameReader, Source
 
 log = logging.getLogger(__name__)
 

@@ -6,16 +6,17 @@ whose sha256 does not match.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.class_prior import ClassPrior
-from device.errors import ModelError
-from device.preprocess import PREPROCESSING_ID
-from device.thresholds import Thresholds
+from edge_oneclass.device.errors import ModelError
+from edge_oneclass.device.model.calibration import CALIBRATION_FILE
+from edge_oneclass.device.model.class_prior import ClassPrior
+from edge_oneclass.device.model.preprocess import PREPROCESSING_ID
+from edge_oneclass.device.model.thresholds import Thresholds
+from edge_oneclass.device.state_files import sha256_file
 
 # 2: square crops (preprocessing v3), `threshold_crop`, an embedding output and `outputs`, out-of-fold calibration.
 # 3: `class_prior` (device/class_prior.py): scores and thresholds include the label's-classes term, so a device
@@ -26,48 +27,8 @@ SCHEMA_VERSION = 4
 OLDEST_SCHEMA_VERSION = 3
 # Higher score = more like the label. The daemon says "present" when score >= threshold.
 SCORE_DIRECTION = "higher_is_label"
-# Beside model.tflite: the label photos' int8 embeddings and out-of-fold scores (numpy .npz), so the device can
-# check a local feedback bank against the label's own photos. Its sha256 is in model.json's calibration.
-CALIBRATION_FILE = "calibration.npz"
 
-
-class CalibrationUnavailable(ModelError):
-    """calibration.npz cannot be used: `reason` is "missing", "mismatch" (not the card's sha256) or "unreadable"."""
-
-    def __init__(self, path: Path, reason: str, detail: str = "") -> None:
-        super().__init__(f"{path}: {reason}{f' ({detail})' if detail else ''}")
-        self.path, self.reason, self.detail = path, reason, detail
-
-
-def read_calibration(model_path: str | Path, card: ModelCard, required: tuple[str, ...]) -> dict[str, Any]:
-    """The arrays of the calibration file beside the model, its sha256 checked against the card; raises
-    CalibrationUnavailable (callers word what it means for them)."""
-    import numpy as np
-
-    cal = card.calibration or {}
-    path = Path(model_path).with_name(str(cal.get("file") or CALIBRATION_FILE))
-    if not path.is_file():
-        raise CalibrationUnavailable(path, "missing")
-    expected = cal.get("sha256")
-    if expected and sha256_file(path) != expected:
-        raise CalibrationUnavailable(path, "mismatch")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise CalibrationUnavailable(path, "unreadable", str(exc)) from None
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise CalibrationUnavailable(path, "unreadable", f"no {', '.join(missing)}")
-    return arrays
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["CALIBRATION_FILE", "ModelCard", "card_path_for", "load_verified"]
 
 
 @dataclass

@@ -5,7 +5,7 @@
     edge-device teach --list | --forget
 
 Each image is embedded by the model the way the daemon sees a frame's whole view (the centre square,
-`device.preprocess`), and also mirrored. Unreadable images are named on one line each and skipped.
+`device.model.preprocess`), and also mirrored. Unreadable images are named on one line each and skipped.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from device.errors import EX_RUNTIME, EdgeError, ImageError
+from edge_oneclass.device.errors import EX_RUNTIME, EdgeError, ImageError
 
 if TYPE_CHECKING:   # the heavy imports wait until `teach` runs: `edge-device --help` stays fast
     import numpy as np
 
-    from device.runner import Runner
+    from edge_oneclass.device.model.runner import Runner
 
 PROG = "edge-device"
 
 
 def expand(paths: list[str]) -> list[Path]:
     """Files as given, folders as the images below them (sorted)."""
-    from device.image_io import list_images
+    from edge_oneclass.device.image_io import list_images
 
     out: list[Path] = []
     for p in map(Path, paths):
@@ -45,8 +45,8 @@ def embed_images(runner: Runner, paths: list[Path], mirror: bool = True
     """Embeddings (whole view, and mirrored), their sources, and the decoded images; errors printed and skipped."""
     import numpy as np
 
-    from device.image_io import is_image_path, load_rgb
-    from device.preprocess import preprocess
+    from edge_oneclass.device.image_io import is_image_path, load_rgb
+    from edge_oneclass.device.model.preprocess import preprocess
 
     embeddings: list[np.ndarray] = []
     sources: list[str] = []
@@ -88,21 +88,22 @@ def match_owner(directory: Path) -> None:
 def run_teach(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from device.cli_main import setup_logging
-    from device.config import load_config
-    from device.feedback_bank import FRAMES_DIR, MISSED_DIR, FeedbackBank, FrameStore
-    from device.runner import Runner
+    from edge_oneclass.device.config import load_config
+    from edge_oneclass.device.console import setup_logging
+    from edge_oneclass.device.feedback.bank import FRAMES_DIR, MISSED_DIR, FeedbackBank, FrameStore
+    from edge_oneclass.device.model.runner import Runner
+    from edge_oneclass.device.update.store import active_model_path
 
     cfg = load_config(args.config)
     setup_logging("WARNING")
-    runner = Runner(cfg.model.path, threads=cfg.model.threads)
+    path = active_model_path(cfg)     # the model the daemon runs: after a push, the pushed one and its calibration
+    runner = Runner(path, threads=cfg.model.threads)
     card = runner.card
     assert card is not None
     if not runner.embedding_dim:
-        raise EdgeError(f"{cfg.model.path}: this model has no embedding output, so it cannot be taught; re-export it "
+        raise EdgeError(f"{path}: this model has no embedding output, so it cannot be taught; re-export it "
                         f"with this version of train-edge")
-    bank = FeedbackBank.open(cfg.feedback.dir, cfg.model.path, card, runner.embedding_dim,
-                             cfg.feedback.max_negatives)
+    bank = FeedbackBank.open(cfg.feedback.dir, path, card, runner.embedding_dim, cfg.feedback.max_negatives)
     if args.list:
         print(bank.describe())
         for kind, sources, added, gates in (("not", bank.neg_sources, bank.neg_added, bank.gates),
@@ -130,7 +131,7 @@ def run_teach(args: argparse.Namespace) -> int:
     for source, reason in result.refused:
         print(f"refused {source}: {reason}")
     kept = FrameStore(bank.dir / (FRAMES_DIR if negative else MISSED_DIR), cfg.feedback.max_frames)
-    from device.snapshot import encode_jpeg
+    from edge_oneclass.device.snapshot import encode_jpeg
 
     for path, rgb in images:
         if str(path) in refused:

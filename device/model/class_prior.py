@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from device.errors import ModelError
+from edge_oneclass.device.errors import ModelError
 
 EPSILON = 1e-4   # floor of the share, so the term is bounded (weight * log 1e-4)
 

@@ -1,35 +1,14 @@
-"""What the sinks need to know about the model in use, and the retained `model` status payload.
-
-Kept apart from `device.model_update` (which loads models) so the sinks can import it without the runner.
-"""
+"""The retained `<base_topic>/<device_id>/model` status: the model scoring now, and how the last change went."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from device.confidence import confidence_scale
-from device.events import iso_utc
+from edge_oneclass.device.detect.events import iso_utc
+from edge_oneclass.device.model.info import ModelInfo
 
 OK, REFUSED = "ok", "refused"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    label: str
-    sha256: str
-    threshold: float                 # the whole-view threshold in use (after any [model] threshold override)
-    threshold_crop: float
-    created_at: str
-    confidence_scale: float
-    calibration_sha256: str | None = None
-
-    @classmethod
-    def from_card(cls, card: Any, threshold: float, threshold_crop: float) -> ModelInfo:
-        cal = card.calibration if isinstance(card.calibration, dict) else {}
-        return cls(card.label, card.sha256, float(threshold), float(threshold_crop), card.created_at or "",
-                   confidence_scale(card), cal.get("sha256"))
 
 
 def status_payload(info: ModelInfo, status: str = OK, reason: str | None = None, source: str = "startup",

@@ -32,7 +32,7 @@ class Event:
         """The event's JSON; with `confidence_scale`, also `confidence` and `max_confidence` (device/confidence.py)."""
         extra: dict[str, Any] = {}
         if confidence_scale is not None:
-            from device.confidence import confidence
+            from edge_oneclass.device.model.confidence import confidence
 
             extra = {"confidence": round(confidence(self.score, self.threshold, confidence_scale), 4),
                      "max_confidence": round(confidence(self.max_score, self.threshold, confidence_scale), 4)}

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from device.class_prior import ClassPrior
-from device.errors import ModelError
-from device.model_card import ModelCard, card_path_for, load_verified
+from edge_oneclass.device.errors import ModelError
+from edge_oneclass.device.model.card import ModelCard, card_path_for, load_verified
+from edge_oneclass.device.model.class_prior import ClassPrior
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from device.motion import MotionBox
-from device.preprocess import Box
+from edge_oneclass.device.detect.motion import MotionBox
+from edge_oneclass.device.model.preprocess import Box
 
 
 def square_around(box: MotionBox, width: int, height: int, margin: float, min_side: int) -> Box:

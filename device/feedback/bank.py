@@ -28,10 +28,11 @@ Positives ("missed") do not raise scores: they are kept for the next retraining 
 raise the gates of nearby negatives, so a teach can never suppress what the user confirmed as the label.
 
 The bank is bounded (`max_negatives`, default 512; a greedy k-centre coreset keeps it spread out when full), stored
-atomically as `bank.npz` (temp file + os.replace) and tied to the model's embedding: a bank of another embedding
-size is refused with a message (`BankMismatch`). A corrupt file is renamed aside (`bank.npz.corrupt-<time>`), and
-the bank starts empty. Writers (the daemon, `edge-device teach`) serialise on an flock and merge with the file
-first; readers notice a changed file by its stat (`reload_if_changed`), so a teach reaches a running daemon.
+atomically as `bank.npz` (`device.state_files.atomic_write`) and tied to the model's embedding: a bank of another
+embedding size is refused with a message (`BankMismatch`). A corrupt file is renamed aside
+(`bank.npz.corrupt-<time>`), and the bank starts empty. Writers (the daemon, `edge-device teach`) serialise on an
+flock and merge with the file first; readers notice a changed file by its stat (`reload_if_changed`), so a teach
+reaches a running daemon.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -49,9 +49,11 @@ from pathlib import Path
 
 import numpy as np
 
-from device.coreset import greedy_coreset
-from device.errors import ConfigError
-from device.model_card import CalibrationUnavailable, ModelCard, read_calibration
+from edge_oneclass.device.errors import ConfigError
+from edge_oneclass.device.model.calibration import CalibrationUnavailable, read_calibration
+from edge_oneclass.device.model.card import ModelCard
+from edge_oneclass.device.model.coreset import greedy_coreset
+from edge_oneclass.device.state_files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class LabelReference:
         """Read calibration.npz beside the model (sha256 checked); None with one log line if it is missing."""
         cal = card.calibration or {}
         try:
-            z = read_calibration(model_path, card, required=("embedding_whole", "oof_whole"))
+            z = read_calibration(model_path, card.calibration, required=("embedding_whole", "oof_whole"))
         except CalibrationUnavailable as exc:
             if exc.reason == "missing":
                 log.warning("feedback: %s not found: the label's photos cannot be checked, negatives act only on "
@@ -369,23 +371,15 @@ class FeedbackBank:
         return st.st_mtime_ns, st.st_size, st.st_ino
 
     def _save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".bank-", suffix=".npz", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, version=np.int64(BANK_VERSION), embedding_dim=np.int64(self.dim),
-                         model_sha256=np.str_(self.model_sha256),
-                         negatives=self.negatives.astype(np.float16), gates=self.gates.astype(np.float32),
-                         neg_added=self.neg_added, neg_sources=np.array(self.neg_sources, dtype=np.str_),
-                         positives=self.positives.astype(np.float16), pos_added=self.pos_added,
-                         pos_sources=np.array(self.pos_sources, dtype=np.str_))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        def write(f) -> None:
+            np.savez(f, version=np.int64(BANK_VERSION), embedding_dim=np.int64(self.dim),
+                     model_sha256=np.str_(self.model_sha256),
+                     negatives=self.negatives.astype(np.float16), gates=self.gates.astype(np.float32),
+                     neg_added=self.neg_added, neg_sources=np.array(self.neg_sources, dtype=np.str_),
+                     positives=self.positives.astype(np.float16), pos_added=self.pos_added,
+                     pos_sources=np.array(self.pos_sources, dtype=np.str_))
+
+        atomic_write(self.path, write)
         self._stat = self._file_stat()
 
     def load(self) -> bool:
@@ -482,9 +476,7 @@ class FrameStore:
         self._n += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t))
         path = self.dir / f"{stamp}-{int((t % 1) * 1000):03d}-{os.getpid()}-{self._n:04d}-{prefix}.jpg"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(jpeg)
-        os.replace(tmp, path)
+        atomic_write(path, jpeg)
         self.prune()
         return path
 

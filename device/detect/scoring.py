@@ -1,11 +1,11 @@
 """From a camera frame to one score: the whole view, crops where something moved, and a slow sweep of the rest.
 
-Per frame the model scores the whole view (the centre square, `device.preprocess`) and at most
+Per frame the model scores the whole view (the centre square, `device.model.preprocess`) and at most
 `max_crops` square crops, in this order of priority:
   1. follow-ups: for each crop that scored over its threshold last frame, one of its partners (the same
      square shifted by a quarter side, `regions.partners`), so a hit is checked from a slightly different
      crop and a subject that stops moving stays found;
-  2. motion regions: squares around the largest moving areas (`device.motion`, `device.regions`);
+  2. motion regions: squares around the largest moving areas (`device.detect.motion`, `device.detect.regions`);
   3. the sweep: the next square of a grid that covers the frame (sides included), in turn, so a small
      subject that never moves is still found within one sweep cycle. One slot per frame is kept for it.
 A crop counts only against its own threshold (`threshold_crop`: crops are smaller and blurrier than the
@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device.motion import MotionDetector
-from device.preprocess import Box, Roi, centre_square, crop_fraction, preprocess
-from device.regions import Hit, HitTracker, motion_regions, partners, sweep_boxes
-from device.runner import Runner
-from device.scoring_settings import ScoringSettings
-from device.thresholds import Thresholds
+from edge_oneclass.device.detect.motion import MotionDetector
+from edge_oneclass.device.detect.regions import Hit, HitTracker, motion_regions, partners, sweep_boxes
+from edge_oneclass.device.detect.settings import ScoringSettings
+from edge_oneclass.device.model.preprocess import Box, Roi, centre_square, crop_fraction, preprocess
+from edge_oneclass.device.model.running import RunningModel
 
 WHOLE, REGION, SWEEP, FOLLOW = "whole", "region", "sweep", "follow"
 
@@ -66,10 +65,11 @@ class FrameScore:
 
 
 class FrameScorer:
-    def __init__(self, runner: Runner, thresholds: Thresholds, settings: ScoringSettings | None = None,
-                 roi: Roi | None = None, adjust: ScoreAdjust | None = None) -> None:
-        self.runner = runner
-        self.thresholds = thresholds
+    """Scores frames with whatever model it is handed (`RunningModel`): it keeps motion, sweep and hit state
+    between frames, never a model or a threshold, so a model swap is one reference in the daemon."""
+
+    def __init__(self, settings: ScoringSettings | None = None, roi: Roi | None = None,
+                 adjust: ScoreAdjust | None = None) -> None:
         self.settings = settings or ScoringSettings()
         self.roi = roi
         self.adjust = adjust
@@ -91,13 +91,13 @@ class FrameScorer:
 
     # -- one view -----------------------------------------------------------------------------------------
 
-    def _view(self, image: np.ndarray, kind: str, box: Box) -> ViewScore:
-        result = self.runner.infer(preprocess(image, self.runner.input_size, box), crop=kind != WHOLE)
+    def _view(self, model: RunningModel, image: np.ndarray, kind: str, box: Box) -> ViewScore:
+        result = model.infer(preprocess(image, model.input_size, box), crop=kind != WHOLE)
         score = result.score
         if self.adjust is not None and result.embedding is not None:
             score += self.adjust(result.embedding)
-        threshold = self.thresholds.whole if kind == WHOLE else self.thresholds.crop
-        return ViewScore(kind, box, score, score - threshold, self.runner.last_inference_ms, result.embedding)
+        threshold = model.thresholds.whole if kind == WHOLE else model.thresholds.crop
+        return ViewScore(kind, box, score, score - threshold, model.runner.last_inference_ms, result.embedding)
 
     def _sweep_for(self, width: int, height: int) -> list[Box]:
         if self._sweep_shape != (width, height):
@@ -135,48 +135,49 @@ class FrameScorer:
                     break   # never more than one cycle in a frame
         return chosen
 
-    def score(self, frame: np.ndarray) -> FrameScore:
+    def score(self, frame: np.ndarray, model: RunningModel) -> FrameScore:
         """Score the next frame of a stream (keeps motion, sweep and hit state between calls)."""
         image = crop_fraction(frame, self.roi) if self.roi is not None else frame
         h, w = image.shape[:2]
         self._frame_no += 1
-        views = [self._view(image, WHOLE, centre_square(w, h))]
-        views += [self._view(image, kind, box) for kind, box in self._crops(image)]
+        views = [self._view(model, image, WHOLE, centre_square(w, h))]
+        views += [self._view(model, image, kind, box) for kind, box in self._crops(image)]
         hits = [v for v in views[1:] if v.margin >= 0]
         confirmed_hits = self._tracker.update([Hit(v.box, v.score) for v in hits])
         confirmed_boxes = {id(c.box) for c in confirmed_hits}
         confirmed = [v for v in hits if id(v.box) in confirmed_boxes]
         self._follow = [v.box for v in sorted(hits, key=lambda v: v.margin, reverse=True)]
-        return self._combine(views, confirmed)
+        return self._combine(model, views, confirmed)
 
-    def score_still(self, image: np.ndarray) -> FrameScore:
+    def score_still(self, image: np.ndarray, model: RunningModel) -> FrameScore:
         """Score one image as a camera would over one sweep cycle of a still scene: the whole view and every
         sweep crop, each crop's evidence the weaker of its own margin and its best partner's (module docstring)."""
         image = crop_fraction(image, self.roi) if self.roi is not None else image
         h, w = image.shape[:2]
-        views = [self._view(image, WHOLE, centre_square(w, h))]
+        views = [self._view(model, image, WHOLE, centre_square(w, h))]
         if not self.settings.sweep:
-            return self._combine(views, [])
-        crops = [self._view(image, SWEEP, box) for box in sweep_boxes(w, h, self.settings.sweep_fraction)]
+            return self._combine(model, views, [])
+        crops = [self._view(model, image, SWEEP, box) for box in sweep_boxes(w, h, self.settings.sweep_fraction)]
         views += crops
         best: ViewScore | None = None
         for crop in sorted(crops, key=lambda v: v.margin, reverse=True):
             if best is not None and crop.margin <= best.margin:
                 break   # no later crop can beat the evidence found so far
-            checks = [self._view(image, FOLLOW, box) for box in partners(crop.box, w, h)]
+            checks = [self._view(model, image, FOLLOW, box) for box in partners(crop.box, w, h)]
             views += checks
             partner = max(checks, key=lambda v: v.margin, default=None)
             evidence = crop if partner is None or partner.margin >= crop.margin else partner
             if best is None or evidence.margin > best.margin:
                 best = evidence
         # Below the threshold too, the frame's margin is the closer of the whole view and the best crop evidence.
-        return self._combine(views, [best] if best is not None else [])
+        return self._combine(model, views, [best] if best is not None else [])
 
-    def _combine(self, views: list[ViewScore], confirmed: list[ViewScore]) -> FrameScore:
+    @staticmethod
+    def _combine(model: RunningModel, views: list[ViewScore], confirmed: list[ViewScore]) -> FrameScore:
         """The frame's margin: the whole view's or a confirmed crop's, whichever is higher (unconfirmed crop hits
         never make a frame positive)."""
         best = max([views[0], *confirmed], key=lambda v: v.margin)
-        return FrameScore(self.thresholds.whole + best.margin, best.margin, best, views, confirmed,
+        return FrameScore(model.thresholds.whole + best.margin, best.margin, best, views, confirmed,
                           float(sum(v.inference_ms for v in views)))
 
 

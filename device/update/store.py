@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from device.errors import ModelError
-from device.model_card import load_verified
-from device.model_payload import FILES, MODEL_FILE
+from edge_oneclass.device.errors import ModelError
+from edge_oneclass.device.model.card import load_verified
+from edge_oneclass.device.state_files import atomic_write, fsync_dir
+from edge_oneclass.device.update.payload import FILES, MODEL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +57,6 @@ def model_files(model_path: str | Path) -> dict[str, bytes]:
     return files
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def writable_problem(path: Path) -> str | None:
     """None if `path` (or, when it does not exist yet, its nearest existing parent) is a writable folder; else why."""
     probe = path
@@ -100,11 +88,7 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.root))
         for name, data in files.items():
-            with open(staged / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        _fsync_dir(staged)
+            atomic_write(staged / name, data)
         return staged
 
     def discard(self, staged: Path) -> None:
@@ -128,7 +112,7 @@ class ModelStore:
             os.replace(self.current, trash / CURRENT)
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(staged, self.current)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return self.current
 
     def cleanup(self) -> None:

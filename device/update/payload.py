@@ -1,4 +1,4 @@
-"""The MQTT payload that carries a model from `push-edge` to the daemon (`device.model_update`).
+"""The MQTT payload that carries a model from `push-edge` to the daemon (`device.update.swap`).
 
 One JSON object, UTF-8, no other dependency:
 
@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from device.model_card import CALIBRATION_FILE
+from edge_oneclass.device.model.card import CALIBRATION_FILE
 
 FORMAT = "edge-model/1"
 MODEL_FILE, CARD_FILE = "model.tflite", "model.json"

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from device.errors import EdgeError
+from edge_oneclass.device.errors import EdgeError
 
 
 def setup_logging(level: str | int = "INFO") -> None:

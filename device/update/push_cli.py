@@ -1,6 +1,6 @@
 """`push-edge MODEL_DIR --host BROKER --device ID|--all`: send a model to running detectors over MQTT.
 
-Publishes model.tflite + model.json (+ calibration.npz) as one `device.model_payload` message, QoS 1, to
+Publishes model.tflite + model.json (+ calibration.npz) as one `device.update.payload` message, QoS 1, to
 `<base_topic>/<device>/model/set` (or `<base_topic>/all/model/set`), waits until the broker has it, and with
 `--wait S` until the device(s) report the outcome in their retained `<base_topic>/<device>/model` status.
 Device-side safe: paho-mqtt and the standard library only (no TensorFlow, no interpreter).
@@ -12,98 +12,67 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import socket
-import ssl
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from device.errors import EX_RUNTIME, BrokerError, EdgeError, ModelError
-from device.model_payload import CARD_FILE, MODEL_FILE, PayloadError, encode, read_model_dir
+from edge_oneclass.device.errors import EX_RUNTIME, EX_USAGE, BrokerError, EdgeError, ModelError
+from edge_oneclass.device.mqtt.config import MqttConfig
+from edge_oneclass.device.update.check import FilesRefused, check_files
+from edge_oneclass.device.update.payload import CARD_FILE, MODEL_FILE, PayloadError, encode, read_model_dir
 
 PROG = "push-edge"
 
 
 def local_check(files: dict[str, bytes]) -> dict[str, Any]:
-    """The card of the folder, with the same hash checks the device makes (a wrong folder fails here first)."""
-    from device.model_card import CALIBRATION_FILE, ModelCard
-
+    """The card of the folder, after the checks the device itself makes (a wrong folder fails here first)."""
     try:
-        card = json.loads(files[CARD_FILE])
-        ModelCard.from_dict(card, "model.json")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"model.json is not valid JSON ({exc}); copy it again from export-edge's folder") from None
-    sha = hashlib.sha256(files[MODEL_FILE]).hexdigest()
-    if sha != card["sha256"]:
-        raise ModelError(f"model.tflite sha256 {sha[:12]}… does not match model.json ({card['sha256'][:12]}…); "
-                         "push a folder written by one export-edge run (or --force to let the device refuse it)")
-    cal = card.get("calibration") or {}
-    if cal.get("sha256") and CALIBRATION_FILE in files:
-        got = hashlib.sha256(files[CALIBRATION_FILE]).hexdigest()
-        if got != cal["sha256"]:
-            raise ModelError(f"{CALIBRATION_FILE} sha256 {got[:12]}… does not match model.json")
-    elif cal.get("sha256"):
-        raise ModelError(f"model.json names {CALIBRATION_FILE} but the folder has none; push the whole export folder")
-    return card
+        check_files(files)
+    except FilesRefused as exc:
+        raise ModelError(f"{exc}; push a folder written by one export-edge run (or --force to let the device "
+                         f"refuse it)") from None
+    return json.loads(files[CARD_FILE])
 
 
-def _password(args: argparse.Namespace) -> str | None:
-    if args.password_file:
-        try:
-            return Path(args.password_file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise EdgeError(f"--password-file {args.password_file}: cannot read it ({exc.strerror or exc})") from None
-    if args.password_env:
-        value = os.environ.get(args.password_env)
-        if value is None:
-            raise EdgeError(f"--password-env: environment variable {args.password_env} is not set")
-        return value
-    return args.password
+class UsageError(EdgeError):
+    """Options that cannot make a broker connection (a TLS file that is not there, ...)."""
+
+    exit_code = EX_USAGE
 
 
-def make_client(args: argparse.Namespace):
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+def broker_config(args: argparse.Namespace) -> MqttConfig:
+    """The options as the daemon's `[mqtt]` settings: the same checks, client and TLS set-up."""
+    try:
+        return MqttConfig(host=args.host, port=args.port, base_topic=args.base_topic, device_id="push-edge",
+                          discovery=False, keepalive=max(30, int(args.timeout) + 5), username=args.username,
+                          password_env=args.password_env, password_file=args.password_file, tls=args.tls,
+                          ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                          tls_insecure=args.tls_insecure)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"push-edge-{uuid.uuid4().hex[:8]}",
-                         clean_session=True)
-    if args.username:
-        client.username_pw_set(args.username, _password(args))
-    if args.tls:
-        try:
-            client.tls_set(ca_certs=args.ca_file, certfile=args.cert_file, keyfile=args.key_file)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise EdgeError(f"cannot load TLS files --ca-file/--cert-file/--key-file ({exc})") from None
-        if args.tls_insecure:
-            client.tls_insecure_set(True)
-    return client
 
 
 class Push:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.where = f"{args.host}:{args.port}"
-        self.client = make_client(args)
-        self.connected = threading.Event()
+        from edge_oneclass.device.mqtt.client import CLI_HINTS, make_client  # paho: named if missing (main)
+
+        self.broker = broker_config(args)
+        self.client = make_client(self.broker, f"push-edge-{uuid.uuid4().hex[:8]}", password=args.password,
+                                  hints=CLI_HINTS)
         self.subscribed = threading.Event()
         self.cond = threading.Condition()
-        self.rc: Any = None
         self.statuses: dict[str, dict[str, Any]] = {}      # device -> status answering our push
         self.known: set[str] = set()                         # devices whose retained model status we saw
         self.offline: set[str] = set()                       # devices whose retained status is `offline`
         self.push_id = uuid.uuid4().hex
-        self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
         self.client.on_message = self._on_message
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.rc = reason_code
-        self.connected.set()
 
     def _on_message(self, client, userdata, message) -> None:
         device = message.topic.split("/")[-2]
@@ -125,25 +94,10 @@ class Push:
             self.cond.notify_all()
 
     def connect(self) -> None:
-        args = self.args
-        self.client.connect_timeout = args.timeout
-        try:
-            self.client.connect(args.host, args.port, keepalive=max(30, int(args.timeout) + 5))
-        except socket.gaierror as exc:
-            raise BrokerError(f"cannot resolve MQTT broker host {args.host!r} ({exc.strerror}); check --host") from None
-        except ssl.SSLError as exc:
-            raise BrokerError(f"TLS handshake with MQTT broker {self.where} failed ({exc.reason or exc}); "
-                              "check --ca-file/--cert-file/--key-file and --tls-insecure") from None
-        except (TimeoutError, OSError) as exc:
-            raise BrokerError(f"cannot reach MQTT broker at {self.where} ({exc.strerror or type(exc).__name__}); "
-                              "check --host/--port and that the broker runs") from None
+        from edge_oneclass.device.mqtt.client import CLI_HINTS, connect_and_wait
+
+        connect_and_wait(self.client, self.broker, self.args.timeout, CLI_HINTS)
         self.client.loop_start()
-        if not self.connected.wait(args.timeout):
-            raise BrokerError(f"MQTT broker at {self.where} did not answer within {args.timeout:g} s; "
-                              "is it an MQTT port? check --port and --tls")
-        if self.rc.is_failure:
-            raise BrokerError(f"MQTT broker at {self.where} refused the login ({self.rc}); check --username and "
-                              "the password")
 
     def run(self, payload_files: dict[str, bytes], card: dict[str, Any]) -> tuple[bool, str]:
         args = self.args
@@ -271,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_RUNTIME
     except EdgeError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return EX_RUNTIME
+        return EX_USAGE if isinstance(exc, UsageError) else EX_RUNTIME
     except ImportError as exc:
         print(f"{PROG}: {exc.name} is not installed; pip install paho-mqtt", file=sys.stderr)
         return EX_RUNTIME

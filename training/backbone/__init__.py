@@ -1,0 +1,1 @@
+"""Ported ImageNet backbones: architecture in Keras 3, weights read without PyTorch."""
