@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from edge_oneclass.export.pipeline import export_model
 
         card = export_model(args.model_dir, args.out)
+        whole = card.parity.get("whole") or {}
         print(f"int8 model: threshold {card.threshold:.5g}, float/int8 Spearman "
-              f"{card.parity['spearman_float_vs_int8']:.4f}")
+              f"{card.parity['spearman_float_vs_int8']:.4f} on crop views"
+              + (f", {whole['spearman_float_vs_int8']:.4f} on whole views" if whole else ""))
         return 0
 
     return run_main("export-edge", job)

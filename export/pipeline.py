@@ -47,12 +47,12 @@ from edge_oneclass.device.model.runner import Runner
 from edge_oneclass.device.state_files import sha256_file
 from edge_oneclass.export.convert import convert_int8
 from edge_oneclass.export.metrics import auroc
-from edge_oneclass.training.backbone.efficientnet_lite import LOGIT_NORM
+from edge_oneclass.training.backbone.variants import VARIANTS
 from edge_oneclass.training.calibrate import calibrate, threshold_for_recall
 from edge_oneclass.training.dataset import iter_batches
 from edge_oneclass.training.head import load_heads
 from edge_oneclass.training.train import HEADS, KERAS_MODEL, TRAINING_META, TrainingMeta
-from edge_oneclass.training.views import CROP_VIEW_PX, View, crop_view
+from edge_oneclass.training.views import CROP_VIEW_PX, View, corner_view, crop_view
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,27 @@ def _parity(float_s: np.ndarray, int8_s: np.ndarray, images: str) -> dict:
             "images": images, "mean_abs_diff": float(np.mean(np.abs(float_s - int8_s)))}
 
 
+def _whole_parity(keras_model, runner: Runner, photos: list[Path], int8_whole: np.ndarray, prior: ClassPrior | None,
+                  bg_val: list[Path], bg_float: np.ndarray | None, bg_int8: np.ndarray) -> dict:
+    """Float vs int8 on whole views, what the daemon scores by default: the label photos' whole views and a corner
+    view of each (the scene without the subject; training/views.py), plus any held-out background. The photos are
+    in the bank, so alone they only span the top of the score range; their ranking alone is kept beside it."""
+    size = runner.input_size
+    whole_f = float_scores(keras_model, photos, size, "float scores (whole views)", prior=prior)
+    corner_f = float_scores(keras_model, photos, size, "float scores (corner views)", view=corner_view, prior=prior)
+    corner_q = np.array([runner.infer(preprocess(corner_view(load_rgb(p)), size)).score
+                         for p in tqdm(photos, desc="int8 scores (corner views)", unit="img", dynamic_ncols=True,
+                                       leave=False)])
+    float_s, int8_s = np.r_[whole_f, corner_f], np.r_[int8_whole, corner_q]
+    images = f"whole and corner views of the {len(photos)} label photos"
+    if bg_float is not None and len(bg_val):
+        float_s, int8_s = np.r_[float_s, bg_float], np.r_[int8_s, bg_int8]
+        images += f" and {len(bg_val)} held-out background images"
+    out = _parity(float_s, int8_s, images)
+    out["label_photos_only"] = float(spearmanr(whole_f, int8_whole).statistic)
+    return out
+
+
 def _calibrate_out_of_fold(model_dir: Path, meta: TrainingMeta, keras_model, runner: Runner,
                            bg_val: list[Path]) -> Calibrated:
     photos = [Path(p) for p in meta.train]
@@ -217,9 +238,10 @@ def _calibrate_out_of_fold(model_dir: Path, meta: TrainingMeta, keras_model, run
     oof_whole = out_of_fold(q.whole, q.emb_whole)
     oof_crop = out_of_fold(q.crop, q.emb_crop)
     prior: ClassPrior | None = None
-    if meta.backbone == "efficientnet_lite0":   # its embedding is the ImageNet logits the prior reads
+    if meta.backbone in VARIANTS:   # every EfficientNet-Lite: its embedding is the ImageNet logits the prior reads
         weight = prior_weight(oof_whole)
-        prior = fit_class_prior(q.emb_whole, LOGIT_NORM, weight, crop_weight=CROP_PRIOR_SCALE * weight)
+        prior = fit_class_prior(q.emb_whole, VARIANTS[meta.backbone].logit_norm, weight,
+                                crop_weight=CROP_PRIOR_SCALE * weight)
         log.info("class prior: %d classes among the label photos' top %d; weight %.3f, on crops %.3f",
                  len(prior.classes), prior.top, prior.weight, prior.crop_weight)
         terms_whole, terms_crop = out_of_fold_prior_terms(prior.with_classes_of, q.emb_whole, folds,
@@ -242,6 +264,8 @@ def _calibrate_out_of_fold(model_dir: Path, meta: TrainingMeta, keras_model, run
     if len(neg_q):
         # the label's crop views against the held-out background, scored by both models
         parity["auroc_float"], parity["auroc_int8"] = auroc(crop_f, neg_f), auroc(q.crop, neg_q)
+    parity["whole"] = _whole_parity(keras_model, runner, photos, q.whole, prior, bg_val,
+                                    neg_f if bg_val else None, neg_q)
 
     whole = calibrate(oof_whole, meta.target_recall, neg_q if len(neg_q) else None)
     crop_t = threshold_for_recall(oof_crop, CROP_RECALL)
@@ -351,9 +375,11 @@ def export_model(model_dir: str | Path, out_file: str | Path | None = None, kera
         class_prior=cal.prior.to_dict() if cal.prior else None,
     )
     card.save(out_file.with_name("model.json"))
-    log.info("int8 vs float: Spearman %.4f on %d images; threshold %.4f (recall %.3f, %s), crops %.4f",
-             cal.parity["spearman_float_vs_int8"], cal.parity["n_images"], cal.threshold,
-             cal.calibration["recall"], cal.calibration["method"], cal.threshold_crop)
+    whole = cal.parity.get("whole")
+    log.info("int8 vs float: Spearman %.4f on %d crop views%s; threshold %.4f (recall %.3f, %s), crops %.4f",
+             cal.parity["spearman_float_vs_int8"], cal.parity["n_images"],
+             f", {whole['spearman_float_vs_int8']:.4f} on {whole['n_images']} whole views" if whole else "",
+             cal.threshold, cal.calibration["recall"], cal.calibration["method"], cal.threshold_crop)
 
     from edge_oneclass.export.report import write_report
 

@@ -11,7 +11,7 @@ import sys
 from edge_oneclass.device.console import run_main, setup_logging
 from edge_oneclass.device.errors import require_modules
 from edge_oneclass.training.cli import INSTALL_TRAIN, TRAIN_MODULES, parse_args
-from edge_oneclass.training.tf_quiet import quiet_native_logging
+from edge_oneclass.training.tf_quiet import import_tensorflow_quietly, quiet_native_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> int:
         require_modules(TRAIN_MODULES, INSTALL_TRAIN)   # before the folder scan: fail in a second, in one line
+        import_tensorflow_quietly()   # before anything below imports it: TensorFlow's start-up notices stay off
         from edge_oneclass.export.pipeline import export_model
         from edge_oneclass.training.train import TrainOptions, train
 

@@ -1,4 +1,5 @@
-"""Acceptance of the EfficientNet-Lite0 port: the legacy torch reader, and ImageNet dog recognition on real photos."""
+"""Acceptance of the EfficientNet-Lite0/1/2 port: the legacy torch reader, each variant's architecture against its
+packaged state_dict, and ImageNet dog recognition on real photos."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from edge_oneclass.device.image_io import list_images, load_rgb
 from edge_oneclass.device.model.preprocess import preprocess
 from edge_oneclass.training.backbone.torch_legacy import LEGACY_MAGIC, LEGACY_PROTOCOL_VERSION, read_legacy_state_dict
+from edge_oneclass.training.backbone.variants import VARIANTS, round_filters, round_repeats
 
 SAMPLE_SIZE = 64
 SAMPLE_SEED = 20240611
@@ -120,6 +122,89 @@ def test_pretrained_state_dict_has_every_lite0_tensor() -> None:
         convert_state_dict(sd)
 
 
+# --- the variants: builder rules against each package's state_dict ----------------------------------------------
+
+# Written out from tensorflow/tpu efficientnet_lite_builder (width, depth) and its rules, not computed by the code
+# under test: (blocks, per-stage repeats, per-stage output filters, last block's width).
+EXPECTED = {
+    "efficientnet_lite0": (16, (1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320), 224),
+    "efficientnet_lite1": (21, (1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320), 240),
+    "efficientnet_lite2": (21, (1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352), 260),
+}
+
+
+def test_builder_rules() -> None:
+    assert [round_filters(f, 1.1) for f in (32, 16, 24, 40, 80, 112, 192, 320)] == [32, 16, 24, 48, 88, 120, 208, 352]
+    assert [round_filters(f, 1.0) for f in (32, 16, 24, 40, 80, 112, 192, 320)] == [32, 16, 24, 40, 80, 112, 192, 320]
+    assert round_filters(16, 1.2) == 24   # int(19.2 + 4) // 8 * 8 = 16 < 0.9 * 19.2: one divisor up
+    assert [round_repeats(r, 1.2) for r in (2, 3, 4)] == [3, 4, 5]
+    assert [round_repeats(r, 1.1) for r in (2, 3, 4)] == [3, 4, 5]
+    for name, (blocks, repeats, filters, size) in EXPECTED.items():
+        v = VARIANTS[name]
+        assert v.image_size == size
+        assert tuple(st[0] for st in v.stages) == repeats and tuple(st[5] for st in v.stages) == filters
+        assert len(v.block_specs) == blocks
+    assert VARIANTS["efficientnet_lite0"].logit_norm == 35.0   # the standard model's temperature never moves
+
+
+def _block_count(state_dict: dict[str, np.ndarray]) -> int:
+    return 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("_blocks."))
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_variant_matches_its_packaged_state_dict(name: str) -> None:
+    from edge_oneclass.training.backbone.efficientnet_lite import WeightsError, convert_state_dict, pretrained_pth_path
+
+    v = VARIANTS[name]
+    blocks, _repeats, filters, _size = EXPECTED[name]
+    sd = read_legacy_state_dict(pretrained_pth_path(name))
+    assert _block_count(sd) == len(v.block_specs) == blocks
+    assert sd["_conv_stem.weight"].shape == (32, 3, 3, 3)                       # the stem is not scaled
+    assert sd[f"_blocks.{blocks - 1}._project_conv.weight"].shape[0] == filters[-1]
+    assert sd["_conv_head.weight"].shape == (1280, filters[-1], 1, 1)            # nor the head
+    for i, (k, _s, e, cin, cout) in enumerate(v.block_specs):                    # every block's tensors, by hand
+        assert sd[f"_blocks.{i}._depthwise_conv.weight"].shape == (cin * e, 1, k, k)
+        assert sd[f"_blocks.{i}._project_conv.weight"].shape == (cout, cin * e, 1, 1)
+        assert (f"_blocks.{i}._expand_conv.weight" in sd) == (e != 1)
+    converted = convert_state_dict(sd, name)          # raises on any unknown, missing or mis-shaped tensor
+    assert converted["logits/kernel"].shape == (1280, 1000)
+    assert converted[f"block{blocks - 1:02d}_project_conv/kernel"].shape[-1] == filters[-1]
+
+    for other in VARIANTS:                            # another variant's weights never load into this one
+        if other != name:
+            with pytest.raises(WeightsError, match=f"does not match {name}"):
+                convert_state_dict(read_legacy_state_dict(pretrained_pth_path(other)), name)
+    bad = dict(sd)
+    bad[f"_blocks.{blocks}._bn1.weight"] = np.ones(8, np.float32)
+    with pytest.raises(WeightsError, match="unknown"):
+        convert_state_dict(bad, name)
+    bad = dict(sd)
+    del bad["_blocks.7._bn1.running_var"]
+    with pytest.raises(WeightsError, match="missing"):
+        convert_state_dict(bad, name)
+    bad = dict(sd)
+    bad["_blocks.3._depthwise_conv.weight"] = bad["_blocks.3._depthwise_conv.weight"][:-8]
+    with pytest.raises(WeightsError, match="mis-shaped"):
+        convert_state_dict(bad, name)
+
+
+def test_train_edge_offers_every_variant_at_its_own_size() -> None:
+    from edge_oneclass.training.cli import TRAIN_MODULES, parse_args
+    from edge_oneclass.training.model import BACKBONES
+    from edge_oneclass.training.train import DEFAULT_IMAGE_SIZE, TrainOptions
+
+    assert BACKBONES == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "none")
+    for name, (_b, _r, _f, size) in EXPECTED.items():
+        args = parse_args(["photos", "--backbone", name])
+        assert args.backbone == name and args.image_size is None
+        assert TrainOptions(images=Path("photos"), backbone=name).resolved().image_size == size
+        assert TRAIN_MODULES[VARIANTS[name].module] == VARIANTS[name].pip_name
+    assert DEFAULT_IMAGE_SIZE["none"] == 64
+    assert parse_args(["photos"]).backbone == "efficientnet_lite0"
+    with pytest.raises(SystemExit):
+        parse_args(["photos", "--backbone", "efficientnet_lite3"])
+
+
 # --- the backbone on real photos --------------------------------------------------------------------------------
 
 def _dog_sample(dev_data: Path) -> list[Path]:
@@ -128,22 +213,29 @@ def _dog_sample(dev_data: Path) -> list[Path]:
     return sorted(random.Random(SAMPLE_SEED).sample(paths, SAMPLE_SIZE))
 
 
-def test_imagenet_top1_is_a_dog_on_real_photos(dev_data: Path) -> None:
-    from edge_oneclass.training.backbone.efficientnet_lite import IMAGENET_DOG_CLASSES, build_efficientnet_lite0
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_imagenet_top1_is_a_dog_on_real_photos(dev_data: Path, name: str) -> None:
+    from edge_oneclass.training.backbone.efficientnet_lite import IMAGENET_DOG_CLASSES, build_efficientnet_lite
 
-    model = build_efficientnet_lite0(224, head="logits")
-    x = np.stack([preprocess(load_rgb(p), 224) for p in _dog_sample(dev_data)]).astype(np.float32)
+    size = VARIANTS[name].image_size
+    model = build_efficientnet_lite(name, size, head="logits")
+    assert model.name == f"{name}_logits_{size}"
+    x = np.stack([preprocess(load_rgb(p), size) for p in _dog_sample(dev_data)]).astype(np.float32)
     logits = np.asarray(model(x, training=False))
     assert logits.shape == (SAMPLE_SIZE, 1000)
     top1 = logits.argmax(axis=1)
     rate = float(np.isin(top1, list(IMAGENET_DOG_CLASSES)).mean())
-    assert rate >= MIN_DOG_RATE, f"only {rate:.1%} of {SAMPLE_SIZE} dog photos are top-1 in ImageNet dog classes"
+    assert rate >= MIN_DOG_RATE, f"{name}: only {rate:.1%} of {SAMPLE_SIZE} dog photos are top-1 ImageNet dogs"
+    # the class prior's temperature is this backbone's typical logit norm (dogs alone run a little below it)
+    ratio = float(np.median(np.linalg.norm(logits, axis=1))) / VARIANTS[name].logit_norm
+    assert 0.85 < ratio < 1.15, f"{name}: median logit norm / temperature = {ratio:.2f}"
 
 
-def test_pooled_head_is_frozen_and_deterministic(dev_data: Path) -> None:
-    from edge_oneclass.training.backbone.efficientnet_lite import build_efficientnet_lite0
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_pooled_head_is_frozen_and_deterministic(dev_data: Path, name: str) -> None:
+    from edge_oneclass.training.backbone.efficientnet_lite import build_efficientnet_lite
 
-    model = build_efficientnet_lite0(128, head="pooled")
+    model = build_efficientnet_lite(name, 128, head="pooled")
     model.trainable = False
     x = np.stack([preprocess(load_rgb(p), 128) for p in _dog_sample(dev_data)[:4]]).astype(np.float32)
     a = np.asarray(model(x, training=False))

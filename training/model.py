@@ -14,19 +14,20 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from edge_oneclass.training.backbone.variants import VARIANTS
 from edge_oneclass.training.head import Head, build_embedding_autoencoder
 
-BACKBONES = ("efficientnet_lite0", "none")
+BACKBONES = (*VARIANTS, "none")   # efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, none
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def build_embedder(backbone: str, image_size: int) -> keras.Model:
-    """Pixels (float 0..255, RGB) -> L2-normalised embedding, frozen."""
-    if backbone != "efficientnet_lite0":
+    """Pixels (float 0..255, RGB) -> L2-normalised embedding (the backbone's ImageNet logits), frozen."""
+    if backbone not in VARIANTS:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    from edge_oneclass.training.backbone.efficientnet_lite import build_efficientnet_lite0
+    from edge_oneclass.training.backbone.efficientnet_lite import build_efficientnet_lite
 
-    net = build_efficientnet_lite0(image_size=image_size, head="logits", weights=True)
+    net = build_efficientnet_lite(backbone, image_size=image_size, head="logits", weights=True)
     net.trainable = False
     inp = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
     e = net(inp, training=False)

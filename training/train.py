@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from edge_oneclass.device.errors import DataError
 from edge_oneclass.device.model.coreset import greedy_coreset
+from edge_oneclass.training.backbone.variants import VARIANTS
 from edge_oneclass.training.dataset import ImageSet, iter_batches, scan_folder, split
 from edge_oneclass.training.head import (
     Head,
@@ -29,7 +30,7 @@ from edge_oneclass.training.tf_quiet import import_tensorflow_quietly
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_SIZE = {"efficientnet_lite0": 224, "none": 64}
+DEFAULT_IMAGE_SIZE = {**{name: v.image_size for name, v in VARIANTS.items()}, "none": 64}  # 224 / 240 / 260, 64
 TRAINING_META = "training.json"
 HEADS = "heads.npz"
 MIRROR_LIMIT = 2000

