@@ -7,7 +7,7 @@ What is measured, and why:
   `export.evaluate.score_folder`: what the Raspberry Pi runs, so these are the figures that matter), for the
   pipelines `whole` (only the whole view, `[detect] regions = false, sweep = false`), `default` (the daemon's
   default config: the whole view plus every sweep crop, a crop hit checked by its zoomed partners) and `wide`
-  (the default with `[detect] crop_recall = 0.75`, the README's setting for wide views).
+  (the default with `[detect] crop_recall = 0.75`, the setting docs/configuration.md gives wide views).
   The `whole` rows are also scored by the saved float Keras model (to show what quantisation costs). Recall
   and false-alarm rate are read at the threshold calibrated in model.json, and the false-alarm rate on cats
   alone, the hardest negatives of a dog detector, is reported beside the overall.
@@ -17,12 +17,12 @@ What is measured, and why:
   figures within one run, never across runs.
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/accuracy.py                              # everything (~30 min on 2 cores)
-    .venv/bin/python benchmarks/accuracy.py --sizes 224 --datasets dev   # one quick configuration
-    .venv/bin/python benchmarks/accuracy.py --model /tmp/std/model-v3    # measure a trained model (dev split)
+    .venv/bin/python -m benchmarks.accuracy                              # everything (~30 min on 2 cores)
+    .venv/bin/python -m benchmarks.accuracy --sizes 224 --datasets dev   # one quick configuration
+    .venv/bin/python -m benchmarks.accuracy --model /tmp/std/model-v3    # measure a trained model (dev split)
 
-Rows are merged into benchmarks/results/accuracy.json by (dataset, backbone, size, pipeline); the README
-block `results` is regenerated from the JSON.
+Rows are merged into benchmarks/results/accuracy.json by (dataset, backbone, size, pipeline); the block
+`results` of benchmarks/README.md is regenerated from the JSON.
 """
 
 from __future__ import annotations
@@ -89,8 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reuse", action="store_true", help="measure models already trained in --work instead of "
                    "training again (train s is then not re-measured)")
     p.add_argument("--json", type=Path, default=RESULTS / "accuracy.json")
-    p.add_argument("--no-readme", action="store_true", help="do not regenerate the README block")
-    p.add_argument("--readme-only", action="store_true", help="only regenerate the README block from the JSON")
+    p.add_argument("--no-readme", action="store_true", help="do not regenerate the block in benchmarks/README.md")
+    p.add_argument("--readme-only", action="store_true",
+                   help="only regenerate the block in benchmarks/README.md from the JSON")
     p.add_argument("--work", type=Path, help="keep models here (default: a temporary folder under /tmp)")
     return p.parse_args(argv)
 
@@ -174,6 +175,7 @@ def measure(split: Split, cfg: Config, model_dir: Path, train_s: float | None) -
         "n_positives": m.n_positives, "n_negatives": m.n_negatives,
         "true_positives": m.true_positives, "false_positives": m.false_positives,
         "spearman_float_vs_int8": card.parity.get("spearman_float_vs_int8"),
+        "spearman_float_vs_int8_whole": (card.parity.get("whole") or {}).get("spearman_float_vs_int8"),
         "model_mb": round(model.stat().st_size / 1e6, 3),
         "bank": card.counts.get("bank"),
         "train_images": card.counts.get("train"), "validation_images": card.counts.get("validation"),
@@ -245,7 +247,8 @@ COLUMNS = (
     ("AUROC float", "auroc_float", 4), ("AUROC int8", "auroc_int8", 4), ("AP int8", "average_precision_int8", 4),
     ("recall", "recall", 3), ("false alarms", "false_alarm_rate", 3),
     ("false alarms, cats", "false_alarm_rate_cats", 3),
-    ("Spearman float/int8", "spearman_float_vs_int8", 4),
+    ("Spearman float/int8, crop views", "spearman_float_vs_int8", 4),
+    ("Spearman float/int8, whole views (model.json)", "spearman_float_vs_int8_whole", 4),
     ("Spearman float/int8, test photos", "spearman_float_vs_int8_test", 4), ("train s", "train_wall_s", 0),
     ("model MB", "model_mb", 2), ("int8 ms, 1 thread", "int8_ms_1thread", 1),
     ("int8 ms, 2 threads", "int8_ms_2threads", 1),

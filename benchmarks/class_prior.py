@@ -1,6 +1,6 @@
 """How the class prior (device/class_prior.py) picks its classes and weight: the alternatives, measured.
 
-For each model (dev standard split, and both leave-one-source-out models of `benchmarks/loso.py`) the int8
+For each model (dev standard split, and both leave-one-source-out models of `benchmarks.loso`) the int8
 model scores the test dogs and the 589 dev no-dog photos on the whole view, without the prior (raw scores and
 embeddings). Each rule is then calibrated exactly as export does (out-of-fold: photo i's term comes from the
 classes of the other folds' photos; threshold at the card's target recall) and measured at its threshold:
@@ -19,8 +19,8 @@ The raw out-of-fold scores are the card's (calibration.npz `oof_whole`) minus th
 the embeddings, folds and the card's prior determine. Whole view only: the footage and ladder benchmarks measure
 the chosen rule on crops and clips.
 
-Usage (from the repository root, after `benchmarks/loso.py` has trained its models):
-    .venv/bin/python benchmarks/class_prior.py --dev /tmp/std/model-v6 --loso /tmp/edge-bench-loso
+Usage (from the repository root, after `benchmarks.loso` has trained its models):
+    .venv/bin/python -m benchmarks.class_prior --dev /tmp/std/model-v6 --loso /tmp/edge-bench-loso
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dev", type=Path, required=True, help="model folder trained on the dev split's 398 dogs")
-    ap.add_argument("--loso", type=Path, help="benchmarks/loso.py --work folder (model-not-* and test folders)")
+    ap.add_argument("--loso", type=Path, help="benchmarks.loso --work folder (model-not-* and test folders)")
     ap.add_argument("--json", type=Path, default=RESULTS / "class_prior_choice.json")
     args = ap.parse_args(argv)
     split = dev_split()

@@ -31,7 +31,7 @@ worth of work is visible). This script never imports TensorFlow (it checks, and 
 5. int8 inference ms with 1 and 2 interpreter threads (median of 100 `Runner.infer` calls), and model size.
 
 Usage (from the repository root; trains a model with `train-edge` first unless --model is given, a few min):
-    .venv/bin/python benchmarks/device.py [--model /tmp/std/model-v3] [--frames 300]
+    .venv/bin/python -m benchmarks.device [--model /tmp/std/model-v3] [--frames 300]
 """
 
 from __future__ import annotations
@@ -597,8 +597,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fast-seconds", type=float, default=15.0,
                    help=f"seconds of the live run on a {FAST_CAMERA_FPS:.0f} fps stream (default 15)")
     p.add_argument("--json", type=Path, default=RESULTS / "device.json")
-    p.add_argument("--no-readme", action="store_true", help="do not regenerate the README block")
-    p.add_argument("--readme-only", action="store_true", help="only regenerate the README block from --json")
+    p.add_argument("--no-readme", action="store_true", help="do not regenerate the block in benchmarks/README.md")
+    p.add_argument("--readme-only", action="store_true",
+                   help="only regenerate the block in benchmarks/README.md from --json")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary folder)")
     return p.parse_args(argv)
 

@@ -13,7 +13,8 @@
 (b') with `--broker`, the flags of (b) are published to `<base>/<device>/dog/feedback` on a real Mosquitto and reach
     the daemon through its MQTT sink (an episode that runs to the clip's end is flagged in-process after the run).
 
-    python benchmarks/feedback.py --model /tmp/std/model-v3/model.tflite [--skip-teach] [--broker] [--out FILE]
+    .venv/bin/python -m benchmarks.feedback --model /tmp/std/model-v3/model.tflite \\
+        [--skip-teach] [--broker] [--out FILE]
 
 Writes benchmarks/results/feedback.json (or --out) and prints a table. Stored results: feedback.json (standard model),
 feedback_broker.json (the same over a real broker), feedback_t80.json and feedback_broker_t80.json (the small 128 px

@@ -20,8 +20,8 @@ Without either: `default` (the default config) and `whole` (detect.regions=false
 Keys without a section are [detect] keys; values are TOML values (true, 0.5, "text").
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/footage.py --model /tmp/std/model-v3
-    .venv/bin/python benchmarks/footage.py --model DIR --config-set default \\
+    .venv/bin/python -m benchmarks.footage --model /tmp/std/model-v3
+    .venv/bin/python -m benchmarks.footage --model DIR --config-set default \\
         --config-set 'whole:regions=false,sweep=false' --config-set 'no confirmation:confirm_frames=1'
 """
 
@@ -59,7 +59,7 @@ from edge_oneclass.device.sinks.base import Sink
 
 VIDEO = DATA / "video"
 PEOPLE_STREET = ("nodog/08", "nodog/09", "nodog/10", "nodog/11")   # people, street CCTV, parking, room with people
-DEFAULT_CONFIGS = ("default", "whole:detect.regions=false,detect.sweep=false")
+DEFAULT_CONFIGS = ("default", "crops:detect.regions=true,detect.sweep=true", "no gate:detect.stationary_interval=0")
 
 
 # -- configurations ---------------------------------------------------------------------------------------------
@@ -127,6 +127,7 @@ class ClipResult:
     first_event_s: float | None = None
     positive_share: float = 0.0
     invocations_per_frame: float = 0.0
+    cpu_ms_per_frame: float = 0.0        # the whole replay in this process (decode included) per scored-at-fps frame
     max_margin: float | None = None
     event_starts_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
@@ -147,9 +148,9 @@ def replay(clip: Path, model: Path, fps: float, overrides: dict[str, dict[str, A
         margins.append(scored.margin)
         invocations.append(scored.invocations)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     Daemon(cfg, sinks=[sink], notifier=Notifier(env={}), stats_every=math.inf, observer=observe).run()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     starts = [c.at - times[0] for c in sink.changes if c.present] if times else []
     n = len(times)
     return ClipResult(
@@ -159,6 +160,7 @@ def replay(clip: Path, model: Path, fps: float, overrides: dict[str, dict[str, A
         first_event_s=round(starts[0], 2) if starts else None,
         positive_share=round(float(np.mean(np.asarray(margins) >= 0)), 4) if n else 0.0,
         invocations_per_frame=round(float(np.mean(invocations)), 3) if n else 0.0,
+        cpu_ms_per_frame=round(1000.0 * cpu / n, 2) if n else 0.0,
         max_margin=round(float(np.max(margins)), 4) if n else None,
         event_starts_s=[round(s, 2) for s in starts], wall_s=round(wall, 1))
 
@@ -180,6 +182,7 @@ def summarise(name: str, overrides: dict, clips: list[ClipResult]) -> dict:
         "median_first_event_s": round(float(np.median(delays)), 2) if delays else None,
         "invocations_per_frame": round(sum(c.invocations_per_frame * c.frames for c in clips) / frames, 3)
         if frames else None,
+        "cpu_ms_per_frame": round(sum(c.cpu_ms_per_frame * c.frames for c in clips) / frames, 2) if frames else None,
         "frames": frames, "wall_s": round(sum(c.wall_s for c in clips), 1),
         "clips": [asdict(c) for c in clips],
     }

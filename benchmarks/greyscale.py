@@ -12,9 +12,9 @@ It was written to settle one question about the shared clip dog/02 (an overhead 
 configuration finds): is greyscale the cause? If greyscale copies of the test photos score about as well as the
 colour ones, the cause is the view (overhead, small, a black-and-white dog), not the missing colour.
 
-    .venv/bin/python benchmarks/greyscale.py --model /tmp/std/model-v6
+    .venv/bin/python -m benchmarks.greyscale --model /tmp/std/model-v6
 
-Writes benchmarks/results/greyscale.json and the README block `greyscale`.
+Writes benchmarks/results/greyscale.json and the block `greyscale` of benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import (
+    PIPELINES,
     RESULTS,
     cat_false_alarm_rate,
     command_line,
@@ -69,7 +70,7 @@ def readme_block(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, required=True, help="model folder or model.tflite (model.json beside it)")
-    p.add_argument("--pipelines", nargs="+", default=["whole", "default"], choices=["whole", "default", "wide"])
+    p.add_argument("--pipelines", nargs="+", default=["whole", "crops"], choices=list(PIPELINES))
     p.add_argument("--json", type=Path, default=RESULTS / "greyscale.json")
     p.add_argument("--no-readme", action="store_true")
     args = p.parse_args(argv)

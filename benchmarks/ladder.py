@@ -19,7 +19,7 @@ sweep = false`) and `default` (the daemon's default config), all through the pro
 AUROC is dogs vs objects per width; recall and false alarms are at the model's calibrated thresholds.
 
 Usage (from the repository root; ~5 min with the defaults on 2 shared cores, ~2 s per subject and width):
-    .venv/bin/python benchmarks/ladder.py --model /tmp/std/model-v3 [--n 20] [--seed 0]
+    .venv/bin/python -m benchmarks.ladder --model /tmp/std/model-v3 [--n 20] [--seed 0]
 """
 
 from __future__ import annotations
@@ -113,15 +113,16 @@ def auroc(pos: list[float], neg: list[float]) -> float:
     return float(_auroc(np.asarray(pos), np.asarray(neg)))
 
 
-def measure(model: Path, n: int, frames: int, seed: int, widths: tuple[float, ...]) -> dict:
+def measure(model: Path, n: int, frames: int, seed: int, widths: tuple[float, ...],
+            pipelines: tuple[str, ...] = PIPELINES) -> dict:
     from tqdm import tqdm
 
     scenes, dogs, objects, cats = ladder_sets()
     rng = np.random.default_rng(seed)
     dogs = [dogs[i] for i in sorted(rng.choice(len(dogs), min(n, len(dogs)), replace=False))]
     objects = [objects[i] for i in sorted(rng.choice(len(objects), min(n, len(objects)), replace=False))]
-    models = {pipeline: pipeline_model(pipeline, model) for pipeline in PIPELINES}
-    thresholds = models["default"].card.thresholds()
+    models = {pipeline: pipeline_model(pipeline, model) for pipeline in pipelines}
+    thresholds = next(iter(models.values())).card.thresholds()
     detect = DetectConfig()
     pictures = {p: load_rgb(p) for p in [*dogs, *objects]}
     scene_pics: dict[Path, np.ndarray] = {}
@@ -151,11 +152,11 @@ def measure(model: Path, n: int, frames: int, seed: int, widths: tuple[float, ..
                 row = {"label": label, "path": str(path), "cat": path in cats, "scene": str(scene_path),
                        "size": [w, h], "frame": [W, H]}
                 t0 = time.perf_counter()
-                for pipeline in PIPELINES:
+                for pipeline in pipelines:
                     scorer = FrameScorer(pipeline_settings(pipeline))
                     row[f"still_{pipeline}"] = scorer.score_still(still, models[pipeline]).margin
                 t1 = time.perf_counter()
-                for pipeline in PIPELINES:
+                for pipeline in pipelines:
                     scorer = FrameScorer(pipeline_settings(pipeline))
                     decider = Decider("dog", detect.on_frames, detect.window, detect.off_delay)
                     margins, event, calls = [], False, 0
@@ -172,17 +173,18 @@ def measure(model: Path, n: int, frames: int, seed: int, widths: tuple[float, ..
                 rows.append(row)
                 bar.update(1)
             for kind in ("stills", "moving"):
-                results[kind][f"{frac:.2f}"] = summarise(rows, kind)
+                results[kind][f"{frac:.2f}"] = summarise(rows, kind, pipelines)
             results.setdefault("rows", {})[f"{frac:.2f}"] = rows
-    results.update({"n_dogs": len(dogs), "n_objects": len(objects), "n_cats": sum(p in cats for p in objects),
+    results.update({"pipelines": list(pipelines), "n_dogs": len(dogs), "n_objects": len(objects),
+                    "n_cats": sum(p in cats for p in objects),
                     "frames": frames, "seed": seed, "threshold": thresholds.whole, "threshold_crop": thresholds.crop,
                     "stills_s": round(t_stills, 1), "moving_s": round(t_moving, 1)})
     return results
 
 
-def summarise(rows: list[dict], kind: str) -> dict:
+def summarise(rows: list[dict], kind: str, pipelines: tuple[str, ...] = PIPELINES) -> dict:
     out = {}
-    for pipeline in PIPELINES:
+    for pipeline in pipelines:
         key = f"{'still' if kind == 'stills' else 'moving'}_{pipeline}"
         pos = [r[key] for r in rows if r["label"] == "dog"]
         neg = [r[key] for r in rows if r["label"] == "obj"]
@@ -202,14 +204,15 @@ def summarise(rows: list[dict], kind: str) -> dict:
 
 def tables(results: dict) -> str:
     widths = list(results["stills"])
-    still_rows = [[f"{float(w):.0%}"] + [fmt(results["stills"][w][p][k], 3) for p in PIPELINES
+    pipelines = results.get("pipelines", PIPELINES)
+    still_rows = [[f"{float(w):.0%}"] + [fmt(results["stills"][w][p][k], 3) for p in pipelines
                                          for k in ("auroc", "recall", "false_alarms", "false_alarms_cats")]
                   for w in widths]
-    head = ["width"] + [f"{p} {k}" for p in PIPELINES for k in ("AUROC", "recall", "false alarms", "FA cats")]
-    moving_rows = [[f"{float(w):.0%}"] + [fmt(results["moving"][w][p][k], 3) for p in PIPELINES
+    head = ["width"] + [f"{p} {k}" for p in pipelines for k in ("AUROC", "recall", "false alarms", "FA cats")]
+    moving_rows = [[f"{float(w):.0%}"] + [fmt(results["moving"][w][p][k], 3) for p in pipelines
                                           for k in ("auroc", "events_dogs", "events_objects", "invocations_per_frame")]
                    for w in widths]
-    head_m = ["width"] + [f"{p} {k}" for p in PIPELINES for k in ("AUROC", "dog clips with event",
+    head_m = ["width"] + [f"{p} {k}" for p in pipelines for k in ("AUROC", "dog clips with event",
                                                                    "object clips with event", "calls/frame")]
     return (f"Stills (FrameScorer.score_still), {results['n_dogs']} dogs vs {results['n_objects']} objects "
             f"({results['n_cats']} cats):\n\n" + markdown_table(head, still_rows)

@@ -8,7 +8,7 @@ within 0.03 of the target, the recall the training photos' own out-of-fold score
 when that range excludes the target, no threshold set from the training photos alone can meet 0.03 there.
 Writes benchmarks/results/loso.json and prints a table.
 
-    python benchmarks/loso.py [--work DIR] [--reuse]
+    .venv/bin/python -m benchmarks.loso [--work DIR] [--reuse]
 
 --reuse evaluates models already trained in --work by an earlier run (same commands) instead of retraining.
 """

@@ -13,8 +13,8 @@ What is measured, and why:
   so a reader sees that the big folder does not hurt accuracy either.
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/scale.py --n 2000      # quick check (~5 min on 2 cores)
-    .venv/bin/python benchmarks/scale.py               # 20,000 images (~30-40 min on 2 cores)
+    .venv/bin/python -m benchmarks.scale --n 2000      # quick check (~5 min on 2 cores)
+    .venv/bin/python -m benchmarks.scale               # 20,000 images (~30-40 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -233,8 +233,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=20_000, help="augmented images to train on (default 20,000)")
     p.add_argument("--json", type=Path, default=RESULTS / "scale.json")
-    p.add_argument("--no-readme", action="store_true", help="do not regenerate the README block")
-    p.add_argument("--readme-only", action="store_true", help="only regenerate the README block from the JSON")
+    p.add_argument("--no-readme", action="store_true", help="do not regenerate the block in benchmarks/README.md")
+    p.add_argument("--readme-only", action="store_true",
+                   help="only regenerate the block in benchmarks/README.md from the JSON")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary folder)")
     return p.parse_args(argv)
 

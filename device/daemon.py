@@ -78,23 +78,31 @@ class LoopStats:
         self.dropped = 0
         self.inference_ms: list[float] = []
         self.invocations = 0
+        self.scored = 0                          # frames the model looked at (the others carried the last score)
         self.last_score: float | None = None
+        self.period_cpu = time.process_time()
 
     def add(self, score: float, ms: float, invocations: int = 1) -> None:
         self.frames += 1
         self.total_frames += 1
         self.last_score = score
-        self.inference_ms.append(ms)
         self.invocations += invocations
+        if invocations:
+            self.scored += 1
+            self.inference_ms.append(ms)
 
     def report(self, now: float, present: bool) -> dict[str, Any]:
         elapsed = max(now - self.period_start, 1e-9)
         ms = np.asarray(self.inference_ms or [float("nan")])
+        cpu = time.process_time()
         figures = {
             "fps": round(self.frames / elapsed, 2),
             "inference_ms_p50": round(float(np.percentile(ms, 50)), 2) if self.inference_ms else None,
             "inference_ms_p95": round(float(np.percentile(ms, 95)), 2) if self.inference_ms else None,
             "invocations_per_frame": round(self.invocations / self.frames, 2) if self.frames else None,
+            "scored_frames_share": round(self.scored / self.frames, 3) if self.frames else None,
+            # the whole process (decode, motion, model, sinks) per frame: what a Pi's core pays
+            "cpu_ms_per_frame": round(1000.0 * (cpu - self.period_cpu) / self.frames, 2) if self.frames else None,
             "dropped_frames": self.dropped,
             "frames": self.total_frames,
             "uptime_s": round(time.monotonic() - self.started_wall, 1),
@@ -103,6 +111,7 @@ class LoopStats:
             "cpu_temp_c": cpu_temperature(),
         }
         self.period_start, self.frames, self.inference_ms, self.invocations = now, 0, [], 0
+        self.scored, self.period_cpu = 0, cpu
         return figures
 
 
@@ -248,12 +257,17 @@ class Daemon:
         next_due = time.monotonic()
         frame: Frame | None = first
         last_t = first.t
+        bank_seen: tuple[int, int] | None = None
         while frame is not None and not self._stop.is_set():
             self._run_pending()
             self.last_frame = frame
             if self.feedback is not None:
                 self.feedback.poll()
-            scored = scorer.score(frame.image, self.model)
+                bank = self.feedback.bank
+                if (id(bank), bank.generation) != bank_seen:   # a flag or a teach: a carried score is stale
+                    bank_seen = (id(bank), bank.generation)
+                    scorer.invalidate()
+            scored = scorer.score(frame.image, self.model, frame.t)
             stats.add(scored.score, scored.inference_ms, scored.invocations)
             last_t = frame.t
             if keep_snapshot and not decider.present:

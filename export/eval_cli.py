@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                    "as with the daemon's [model] threshold)")
     p.add_argument("--config", type=Path, metavar="FILE", help="score as the daemon with this config.toml does "
                    "([detect] and [model] threshold); default: the daemon's default config")
-    p.add_argument("--whole", action="store_true", help="score the whole view only (the daemon with "
-                   "[detect] sweep = false on a still scene)")
+    p.add_argument("--whole", action="store_true", help="score the whole view only, even where --config turns the "
+                   "wide-view crops on (the daemon's default)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a score histogram and ROC curve")

@@ -110,4 +110,5 @@ def trained_model(tmp_path_factory, dev_data: Path) -> Path:
                            "--epochs", "15"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     if proc.returncode != 0:
         pytest.fail(f"train-edge failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    (base / "train-edge.stderr").write_text(proc.stderr)    # what the user saw: tests/test_train_edge.py reads it
     return out

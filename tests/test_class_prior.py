@@ -15,6 +15,7 @@ import pytest
 from conftest import link_images
 
 from edge_oneclass.device.detect.scoring import WHOLE, FrameScorer
+from edge_oneclass.device.detect.settings import ScoringSettings
 from edge_oneclass.device.errors import ModelError
 from edge_oneclass.device.image_io import load_rgb
 from edge_oneclass.device.model.card import ModelCard
@@ -107,8 +108,9 @@ def test_the_daemons_scorer_weighs_crops_with_the_crop_weight(tmp_path: Path) ->
     frame[:, :160] = (200, 40, 30)
     frame[:, 160:] = (30, 90, 200)
     thresholds = Thresholds(0.0, 0.0)
-    a = FrameScorer().score_still(frame, RunningModel.of(plain, thresholds)).views
-    b = FrameScorer().score_still(frame, RunningModel.of(heavy, thresholds)).views
+    crops = ScoringSettings(regions=True, sweep=True)        # the wide-view option: crops on
+    a = FrameScorer(crops).score_still(frame, RunningModel.of(plain, thresholds)).views
+    b = FrameScorer(crops).score_still(frame, RunningModel.of(heavy, thresholds)).views
     assert [v.box for v in a] == [v.box for v in b] and len(b) > 3
     for va, vb in zip(a, b, strict=True):
         weight = prior.weight if vb.kind == WHOLE else prior.crop_weight

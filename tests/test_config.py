@@ -84,6 +84,7 @@ def test_the_shipped_example_parses(tmp_path: Path) -> None:
     ("[detect]\nmax_crops = 40\n", "detect.max_crops"),
     ("[detect]\nconfirm_frames = 6\nconfirm_window = 5\n", "detect.confirm_frames"),
     ("[detect]\nsweep = 1\n", "detect.sweep"),
+    ("[detect]\nstationary_interval = -1\n", "detect.stationary_interval"),
     ("[camera]\nrealtime = \"yes\"\n", "camera.realtime"),
     ("[model]\nthreads = 2.5\n", "model.threads"),
     ("[camera]\nsource = 1.5\n", "camera.source"),

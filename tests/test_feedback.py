@@ -254,7 +254,10 @@ def test_false_alarm_over_mqtt_ends_the_episode_and_teaches_the_bank(tmp_path: P
     assert stderr.count("unknown payload") == 1 and "Traceback" not in stderr
     assert "false alarm of the episode started at" in stderr and "the flagged episode ends now" in stderr
     bank = np.load(bank_dir / BANK_FILE)
-    assert len(bank["negatives"]) >= 3 and len(bank["positives"]) == 0
+    # the scene never changed after the cat appeared: its frames carried one scored view, learnt once
+    assert len(bank["negatives"]) >= 1 and len(bank["positives"]) == 0
+    cat = bank["negatives"].astype(np.float32)
+    assert np.all(cat[:, 0] > 0.9)                                       # red: the cat's view
     jpegs = list((bank_dir / FRAMES_DIR).glob("*.jpg"))
     assert jpegs and cv2.imread(str(jpegs[0]))[..., 2].mean() > 200      # red: the cat's frames, kept for retraining
 

@@ -1,6 +1,7 @@
 """A small subject crossing a wide view, on real video the test writes from real photos, replayed by
-`edge-device run`: the crops (motion regions, the sweep, confirmation over frames) find what the whole view is
-too small to see, and a same-size object that is not the label raises nothing.
+`edge-device run`: the crops (motion regions, the sweep, confirmation over frames: the wide-view option, off by
+default) find what the whole view is too small to see, and a same-size object that is not the label raises
+nothing.
 
 The dog is one of the photos the session model was trained on, so the model surely knows it: this checks the
 pipeline (where the daemon looks and how crop hits count), not how well the model generalises to new dogs at
@@ -23,6 +24,7 @@ WIDTH = 640
 SCENE = "nodog/000006.jpg"     # a house front (Houses dataset)
 DOG = "dog/000005.jpg"         # one of the session model's 80 training photos (dog/000000-000079)
 MINIBUS = "nodog/000030.jpg"   # ImageNet minibus: a same-size object that is not a dog
+WIDE_VIEW = "regions = true\nsweep = true\n"   # the crops, as docs/configuration.md tells wide-view users
 
 
 def write_crossing(path: Path, dev: Path, subject: str | None, width_fraction: float = 0.2, frames: int = 40) -> Path:
@@ -71,12 +73,12 @@ def videos(tmp_path_factory, dev_data: Path) -> dict[str, Path]:
 
 def test_the_crops_find_a_small_dog_the_whole_view_misses(tmp_path: Path, trained_model: Path,
                                                           videos: dict[str, Path]) -> None:
-    whole_only = "regions = false\nsweep = false\n"
-    assert presence_events(tmp_path, videos["dog"], trained_model, whole_only) == 0   # a fifth of the width: too small
-    assert presence_events(tmp_path, videos["dog"], trained_model) == 1               # the default config finds it
+    assert presence_events(tmp_path, videos["dog"], trained_model) == 0       # the default, the whole view: too small
+    assert presence_events(tmp_path, videos["dog"], trained_model, WIDE_VIEW) == 1    # the wide-view crops find it
 
 
 def test_a_small_object_that_is_not_the_label_raises_nothing(tmp_path: Path, trained_model: Path,
                                                              videos: dict[str, Path]) -> None:
-    assert presence_events(tmp_path, videos["minibus"], trained_model) == 0
-    assert presence_events(tmp_path, videos["empty"], trained_model) == 0
+    for detect in ("", WIDE_VIEW):
+        assert presence_events(tmp_path, videos["minibus"], trained_model, detect) == 0
+        assert presence_events(tmp_path, videos["empty"], trained_model, detect) == 0

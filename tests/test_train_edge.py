@@ -46,6 +46,9 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
     assert confidence(float(np.median(calibration["oof_whole"])), card.threshold, card.confidence_scale) \
         == pytest.approx(0.95, abs=1e-3)
     assert card.parity["spearman_float_vs_int8"] > 0.9
+    whole = card.parity["whole"]       # whole views, what the daemon scores: the photos and their corners
+    assert whole["n_images"] == 2 * card.counts["train"] and whole["spearman_float_vs_int8"] > 0.9
+    assert whole["label_photos_only"] > 0.5
 
     # Held-out dogs (never seen in training) against a sample of every kind of negative.
     pos = link_images(dev_data / "dog", tmp_path / "pos", dev_names(398, 468))
@@ -70,17 +73,28 @@ def test_train_export_eval_on_real_photos(trained_model: Path, dev_data: Path, t
     assert sum(r["detected"] for r in rows if not r["positive"]) == result["false_positives"]
     assert all(r["detected"] == (r["score"] >= result["threshold"]) for r in rows)
 
-    assert result["pipeline"] == "whole view + sweep crops" and result["threshold_crop"] == pytest.approx(
-        card.threshold_crop)
+    assert result["pipeline"] == "whole view"                             # the daemon's default
 
-    # --whole: the whole view alone; crops only ever add detections, so recall cannot be higher
+    # --config with the wide-view crops: crops only ever add detections, so recall cannot be lower
+    wide = tmp_path / "wide.toml"
+    wide.write_text("[detect]\nregions = true\nsweep = true\n")
+    crops_json = tmp_path / "crops.json"
+    proc = run("edge_oneclass.export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
+               "--json", crops_json, "--config", wide)
+    assert proc.returncode == 0, proc.stderr
+    crops = json.loads(crops_json.read_text())
+    assert crops["pipeline"] == "whole view + sweep crops"
+    assert crops["threshold_crop"] == pytest.approx(card.threshold_crop)
+    assert result["tpr"] <= crops["tpr"] and result["fpr"] <= crops["fpr"]
+
+    # --whole: the whole view alone, whatever the config says
     whole_json = tmp_path / "whole.json"
     proc = run("edge_oneclass.export.eval_cli", trained_model / "model.tflite", "--positives", pos, "--negatives", neg,
-               "--json", whole_json, "--whole")
+               "--json", whole_json, "--whole", "--config", wide)
     assert proc.returncode == 0, proc.stderr
     whole = json.loads(whole_json.read_text())
     assert whole["pipeline"] == "whole view" and whole["threshold"] == pytest.approx(card.threshold)
-    assert whole["tpr"] <= result["tpr"] and whole["fpr"] <= result["fpr"]
+    assert (whole["tpr"], whole["fpr"]) == (result["tpr"], result["fpr"])
 
 
 def test_export_edge_runs_alone_and_rewrites_hash(trained_model: Path, tmp_path: Path) -> None:
@@ -158,3 +172,15 @@ def test_background_negatives_calibrate_and_train(dev_data: Path, tmp_path: Path
     assert 0.9 < card.parity["auroc_int8"] <= 1.0 and "auroc_float" in card.parity
     assert (out / "roc.png").is_file()
     assert "false alarms at threshold" in (out / "report.html").read_text()
+
+
+def test_train_edge_shows_progress_and_results_not_tensorflows_native_log(trained_model: Path) -> None:
+    """TensorFlow's C++ logging (oneDNN/CUDA notices at import, a `NodeDef mentions attribute
+    use_unbounded_threadpool` error line per autoencoder fit) must not reach the user's terminal."""
+    import re
+
+    stderr = (trained_model.parent / "train-edge.stderr").read_text()
+    lines = [line for chunk in stderr.splitlines() for line in chunk.split("\r") if line.strip()]
+    native = [line for line in lines if re.match(r"^[IWEF]\d{4} ", line) or "NodeDef" in line or "absl::" in line]
+    assert not native, native[:3]
+    assert any("out-of-fold heads" in line for line in lines)          # the progress bars are still there

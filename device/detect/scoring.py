@@ -1,7 +1,14 @@
-"""From a camera frame to one score: the whole view, crops where something moved, and a slow sweep of the rest.
+"""From a camera frame to one score: the whole view, and (wide views) crops where something moved and a sweep.
 
-Per frame the model scores the whole view (the centre square, `device.model.preprocess`) and at most
-`max_crops` square crops, in this order of priority:
+A frame in which the scene did not change since the last scored frame (`device.detect.scene_change`) is not
+scored again: it carries the last frame's score (`FrameScore.carried`, no model run), so the debouncer sees every
+frame as before and a dog lying still stays present. The whole view is re-scored whenever the scene changes and
+at least every `stationary_interval` seconds; with the sweep on, an unchanged scene is still scored until one
+sweep cycle has covered it.
+
+A scored frame is the whole view (the centre square, `device.model.preprocess`) and, where crops are on
+(`[detect] regions` / `sweep`, the wide-view option), at most `max_crops` square crops, in this order of
+priority:
   1. follow-ups: for each crop that scored over its threshold last frame, one of its partners (the same
      square shifted by a quarter side, `regions.partners`), so a hit is checked from a slightly different
      crop and a subject that stops moving stays found;
@@ -24,12 +31,13 @@ still scene. This is what `eval-edge` and the still-image benchmarks measure.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edge_oneclass.device.detect.motion import MotionDetector
 from edge_oneclass.device.detect.regions import Hit, HitTracker, motion_regions, partners, sweep_boxes
+from edge_oneclass.device.detect.scene_change import SceneChange
 from edge_oneclass.device.detect.settings import ScoringSettings
 from edge_oneclass.device.model.preprocess import Box, Roi, centre_square, crop_fraction, preprocess
 from edge_oneclass.device.model.running import RunningModel
@@ -58,10 +66,11 @@ class FrameScore:
     views: list[ViewScore]
     confirmed: list[ViewScore]     # crop views whose hits are confirmed
     inference_ms: float            # interpreter time summed over the views
+    carried: bool = False          # the scene had not changed: the last scored frame's result, no model run
 
     @property
     def invocations(self) -> int:
-        return len(self.views)
+        return 0 if self.carried else len(self.views)
 
 
 class FrameScorer:
@@ -81,13 +90,20 @@ class FrameScorer:
         self._sweep_shape: tuple[int, int] | None = None
         self._follow: list[Box] = []   # last frame's crop hits, best first
         self._frame_no = 0
+        self._scene = SceneChange()
+        self._last: FrameScore | None = None   # the last scored frame, carried while nothing changes
+        self._last_t = 0.0
+        self._cycle_start = 0                  # sweep position when the scene last changed
 
     def reset(self) -> None:
-        """Forget motion background, sweep position and hits (a new camera, a reopened stream)."""
+        """Forget motion background, sweep position, hits and the last score (a new camera, a reopened stream,
+        another model): the next frame is scored."""
         self._motion.reset()
         self._tracker.reset()
         self._follow = []
         self._sweep_pos = 0
+        self._scene.reset()
+        self._last = None
 
     # -- one view -----------------------------------------------------------------------------------------
 
@@ -135,10 +151,31 @@ class FrameScorer:
                     break   # never more than one cycle in a frame
         return chosen
 
-    def score(self, frame: np.ndarray, model: RunningModel) -> FrameScore:
-        """Score the next frame of a stream (keeps motion, sweep and hit state between calls)."""
+    def invalidate(self) -> None:
+        """The score function changed (the feedback bank learnt something): the next frame is scored even if the
+        scene did not change, so a flag acts from the next frame on."""
+        self._last = None
+
+    def _may_carry(self, t: float | None, changed: bool, width: int, height: int) -> bool:
+        """Whether the last score still holds for a frame at time `t` (None: always score)."""
+        s = self.settings
+        if t is None or self._last is None or s.stationary_interval <= 0 or changed:
+            return False
+        if not 0.0 <= t - self._last_t < s.stationary_interval:     # due for a re-check, or the clock stepped back
+            return False
+        return not s.sweep or self._sweep_pos - self._cycle_start >= len(self._sweep_for(width, height))
+
+    def score(self, frame: np.ndarray, model: RunningModel, t: float | None = None) -> FrameScore:
+        """Score the next frame of a stream taken at time `t` (seconds; keeps motion, sweep, hit and scene state
+        between calls). Without `t` every frame is scored."""
         image = crop_fraction(frame, self.roi) if self.roi is not None else frame
         h, w = image.shape[:2]
+        changed, small = self._scene.changed(image)
+        if self._may_carry(t, changed, w, h):
+            assert self._last is not None
+            return replace(self._last, inference_ms=0.0, carried=True)
+        if changed or self._last is None:
+            self._cycle_start = self._sweep_pos
         self._frame_no += 1
         views = [self._view(model, image, WHOLE, centre_square(w, h))]
         views += [self._view(model, image, kind, box) for kind, box in self._crops(image)]
@@ -147,7 +184,10 @@ class FrameScorer:
         confirmed_boxes = {id(c.box) for c in confirmed_hits}
         confirmed = [v for v in hits if id(v.box) in confirmed_boxes]
         self._follow = [v.box for v in sorted(hits, key=lambda v: v.margin, reverse=True)]
-        return self._combine(model, views, confirmed)
+        result = self._combine(model, views, confirmed)
+        self._scene.accept(small)
+        self._last, self._last_t = result, t if t is not None else 0.0
+        return result
 
     def score_still(self, image: np.ndarray, model: RunningModel) -> FrameScore:
         """Score one image as a camera would over one sweep cycle of a still scene: the whole view and every

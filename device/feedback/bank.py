@@ -176,6 +176,7 @@ class FeedbackBank:
         # view identical to a flagged one is pushed down by this much, whatever the model's score scale.
         self.spread = reference.spread() if reference is not None else None
         self._lock = threading.RLock()
+        self.generation = 0
         self._stat: tuple[int, int, int] | None = None
         self._clear()
 
@@ -200,6 +201,7 @@ class FeedbackBank:
 
     def _activate(self) -> None:
         self._active = (self.negatives, self.gates, self.weights_for(self.gates))
+        self.generation += 1       # scores computed before this no longer hold (the frame scorer re-scores)
 
     def adjust(self, embedding: np.ndarray) -> float:
         negatives, gates, weights = self._active

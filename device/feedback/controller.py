@@ -144,7 +144,8 @@ class FeedbackController:
             if change is not None:
                 log.info("feedback: the flagged episode ends now (score %.3f, %.3f under the threshold)",
                          scored.score, -scored.margin)
-        views = [v for v in scored.views if v.margin >= 0 and v.embedding is not None]
+        # a frame that carried the last score (nothing changed) adds no views of its own: they are the last frame's
+        views = [] if scored.carried else [v for v in scored.views if v.margin >= 0 and v.embedding is not None]
         if self.current is None:
             self._pre.append((frame.t, views, frame.image if views else None))
             if change is not None and change.present:
