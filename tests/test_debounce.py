@@ -194,3 +194,23 @@ def test_off_delay_zero_turns_off_on_the_first_negative_frame() -> None:
 def test_validation(kw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make(**kw)
+
+
+def test_a_clock_stepped_back_mid_episode_keeps_the_episode_its_true_length() -> None:
+    """Live frames are stamped with the wall clock; NTP stepping it back an hour must not give a negative or
+    hour-long episode."""
+    d = make(off_delay=10.0)
+    t = 10_000.0
+    for _ in range(20):                          # 20 s of a dog, then the clock steps back an hour
+        step(d, HI, t)
+        t += 1.0
+    t -= 3600.0
+    for _ in range(10):                          # 10 more seconds of the dog on the new clock
+        step(d, HI, t)
+        t += 1.0
+    change = None
+    while change is None:                        # then it leaves
+        change = step(d, LO, t)
+        t += 1.0
+    ev = change.event
+    assert not change.present and 28.0 <= ev.ended_at - ev.started_at <= 30.0, (ev.started_at, ev.ended_at)

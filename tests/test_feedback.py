@@ -557,3 +557,44 @@ def test_after_a_restart_that_follows_a_push_the_bank_guards_the_pushed_models_p
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "refused" in proc.stdout and "0 negative(s) added" in proc.stdout, proc.stdout
+
+
+def test_an_episode_open_across_a_push_of_the_same_label_can_still_be_flagged(tmp_path: Path,
+                                                                           runner: Runner) -> None:
+    """A model push lands mid-episode (same label): the user's false_alarm must still reach that episode."""
+    from edge_oneclass.device.config import load_config
+    from edge_oneclass.device.feedback.controller import Episode, FeedbackController
+
+    cfg = load_config(write_config(tmp_path, tmp_path, tmp_path / "feedback"))
+    controller = FeedbackController.create(cfg, RunningModel.of(runner))
+    assert controller is not None
+    controller.current = Episode(started_at=0.0, embeddings=[embed(runner, CAT)], sources=["cat"])
+    assert controller.rebind(cfg, RunningModel.of(runner))          # the pushed model: same label
+    message = controller.false_alarm()
+    assert "1 negative(s) added" in message, message
+
+
+def test_a_flag_that_cannot_be_saved_changes_nothing_in_memory(tmp_path: Path, runner: Runner, monkeypatch) -> None:
+    """A full disk: the bank says it did not learn, and then it must not act as if it had (what scores is what is
+    on disk, so a restart changes nothing either)."""
+    import errno
+
+    from edge_oneclass.device.feedback import bank as bank_module
+
+    bank = open_bank(tmp_path, runner)
+    assert bank.add_negatives(far_from_label(2), ["a", "b"]).added == 2
+
+    def disk_full(*_args, **_kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bank_module, "atomic_write", disk_full)
+    cat = embed(runner, CAT)
+    before = bank.adjust(cat)
+    with pytest.raises(OSError):
+        bank.add_negatives(cat[None], ["the cat"])
+    assert len(bank) == 2 and bank.neg_sources == ["a", "b"] and bank.adjust(cat) == before
+    with pytest.raises(OSError):
+        bank.add_positives(embed(runner, DOG)[None], ["dog"])
+    assert len(bank.positives) == 0
+    monkeypatch.undo()
+    assert len(open_bank(tmp_path, runner)) == 2

@@ -202,7 +202,8 @@ def test_push_swaps_the_model_live_refuses_a_tampered_one_and_rolls_back(tmp_pat
 
 
 def test_the_daemon_starts_from_the_pushed_model(tmp_path: Path, brightness_model: Path) -> None:
-    """After a restart the store's current/ model is used; a broken one falls back to [model] path."""
+    """After a restart the store's current/ model is used; a broken one falls back to previous/ (the model that ran
+    before it), and without a usable one of those to [model] path."""
     from edge_oneclass.device.config import load_config
 
     store = tmp_path / "store"
@@ -218,6 +219,8 @@ def test_the_daemon_starts_from_the_pushed_model(tmp_path: Path, brightness_mode
     assert active_model_path(cfg) == store / "current" / "model.tflite"
     assert sha(store / "previous" / "model.tflite") == sha(brightness_model)
     (store / "current" / "model.tflite").write_bytes(b"broken")
+    assert active_model_path(cfg) == store / "previous" / "model.tflite"
+    (store / "previous" / "model.tflite").write_bytes(b"broken too")
     assert active_model_path(cfg) == brightness_model
 
 

@@ -37,6 +37,7 @@ class Decider:
         self._frames = 0
         self._last_score = 0.0
         self._threshold = 0.0     # what the last finite frame was judged by (score - margin)
+        self._last_t: float | None = None
 
     @staticmethod
     def _positive(margin: float) -> bool:
@@ -52,6 +53,9 @@ class Decider:
         0); returns a StateChange when the debounced state flips."""
         margin = float(margin)
         score = margin if score is None else float(score)
+        if self._last_t is not None and t < self._last_t:
+            self._clock_stepped_back(t - self._last_t)
+        self._last_t = t
         positive = self._positive(margin)
         self._last_score = score
         if math.isfinite(score - margin):
@@ -73,11 +77,18 @@ class Decider:
             self._frames += 1
             self._max_score = max(self._max_score, score)
             return None
-        if t < self._last_positive_t:  # the clock stepped back (NTP): restart the countdown, never stay stuck on
-            self._last_positive_t = t
         if t - self._last_positive_t >= self.off_delay:
             return self._end(t)
         return None
+
+    def _clock_stepped_back(self, shift: float) -> None:
+        """A live camera's frames are stamped with the wall clock, which NTP may step back: move the open episode
+        and the window onto the new clock, so the episode keeps its true length (never a negative duration) and
+        `off_delay` still counts from the last positive frame. The end event's `started_at` is then on the new
+        clock too."""
+        self._started_at += shift
+        self._last_positive_t += shift
+        self._recent = deque(((ft + shift, fs, fm) for ft, fs, fm in self._recent), maxlen=self.window)
 
     def finish(self, t: float) -> StateChange | None:
         """Close an episode still open when the frames run out (end of a replay, shutdown)."""

@@ -272,8 +272,7 @@ class FeedbackBank:
             return result
         cand = _as_stored(embeddings)
         self._check_dim(cand.shape[1])
-        with self._lock, self._file_lock():
-            self.reload_if_changed()
+        with self._changing():
             gates = self._gates_for(cand)
             keep = self._safe_subset(cand, gates)
             for i in np.flatnonzero(~keep):
@@ -285,7 +284,7 @@ class FeedbackBank:
                 self.negatives = np.concatenate([self.negatives, cand[keep]])
                 self.gates = np.concatenate([self.gates, gates[keep]])
                 self.neg_added = np.concatenate([self.neg_added, np.full(int(keep.sum()), t)])
-                self.neg_sources += [s for s, k in zip(sources, keep, strict=True) if k]
+                self.neg_sources = self.neg_sources + [s for s, k in zip(sources, keep, strict=True) if k]
                 result.added = int(keep.sum())
                 result.dropped = self._bound_negatives()
                 self._save()
@@ -298,12 +297,11 @@ class FeedbackBank:
             return result
         cand = _as_stored(embeddings)
         self._check_dim(cand.shape[1])
-        with self._lock, self._file_lock():
-            self.reload_if_changed()
+        with self._changing():
             t = time.time() if now is None else now
             self.positives = np.concatenate([self.positives, cand])
             self.pos_added = np.concatenate([self.pos_added, np.full(len(cand), t)])
-            self.pos_sources += list(sources)
+            self.pos_sources = self.pos_sources + list(sources)
             result.added = len(cand)
             if len(self.positives) > self.max_positives:   # the newest are kept
                 extra = len(self.positives) - self.max_positives
@@ -316,12 +314,28 @@ class FeedbackBank:
 
     def forget(self) -> tuple[int, int]:
         """Empty the bank (the kept JPEGs stay, for retraining); returns the (negatives, positives) removed."""
-        with self._lock, self._file_lock():
-            self.reload_if_changed()
+        with self._changing():
             counts = len(self.negatives), len(self.positives)
             self._clear()
             self._save()
         return counts
+
+    _STATE = ("negatives", "gates", "neg_added", "neg_sources", "positives", "pos_added", "pos_sources")
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """One change of the bank: under both locks, merged with the file first; if it cannot be saved (a full
+        disk), the bank in memory goes back to what it was, so what scores is always what is on disk."""
+        with self._lock, self._file_lock():
+            self.reload_if_changed()
+            before = {name: getattr(self, name) for name in self._STATE}
+            try:
+                yield
+            except BaseException:
+                for name, value in before.items():
+                    setattr(self, name, value)
+                self._activate()
+                raise
 
     def _check_dim(self, dim: int) -> None:
         if dim != self.dim:
@@ -381,6 +395,10 @@ class FeedbackBank:
                      positives=self.positives.astype(np.float16), pos_added=self.pos_added,
                      pos_sources=np.array(self.pos_sources, dtype=np.str_))
 
+        # Only writers holding the file lock get here: a temporary file left is a killed writer's, never a live one.
+        for leftover in self.dir.glob(f".{BANK_FILE}.*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
         atomic_write(self.path, write)
         self._stat = self._file_stat()
 

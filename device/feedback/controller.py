@@ -113,8 +113,14 @@ class FeedbackController:
         except (BankMismatch, OSError) as exc:
             log.error("feedback: off after the model swap: %s", exc)
             return False
+        same_label, same_net = model.label == self.label, bank.model_sha256 == self.bank.model_sha256
         self.bank, self.label = bank, model.label
-        self.current = self.last = None
+        if not same_label:              # another label's episode is over (the daemon closed it)
+            self.current = self.last = None
+        elif not same_net:              # the episode goes on and can still be flagged; the old network's views
+            self.current = Episode(self.current.started_at) if self.current is not None else None   # do not fit
+            self.last = None
+            self._pre.clear()
         log.info("feedback (new model): %s", bank.describe())
         return True
 

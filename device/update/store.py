@@ -36,14 +36,20 @@ def store_dir(cfg: Any) -> Path:
 
 
 def active_model_path(cfg: Any) -> Path:
-    """The model the daemon should load: the store's current/ if it holds a verified model, else `[model] path`."""
-    pushed = store_dir(cfg) / CURRENT / MODEL_FILE
-    if pushed.is_file():
+    """The model the daemon should load: the store's current/ if it holds a verified model; else previous/ (a
+    crash between a push's two renames leaves the running model there, and no current/); else `[model] path`."""
+    for folder, what in ((CURRENT, "pushed model"), (PREVIOUS, "previous model")):
+        candidate = store_dir(cfg) / folder / MODEL_FILE
+        if not candidate.is_file():
+            continue
         try:
-            load_verified(pushed)
-            return pushed
+            load_verified(candidate)
         except ModelError as exc:
-            log.warning("pushed model %s is not usable (%s); starting from %s", pushed, exc, cfg.model.path)
+            log.warning("%s %s is not usable (%s)", what, candidate, exc)
+            continue
+        if folder == PREVIOUS:
+            log.warning("no usable model in %s (a push was interrupted?): starting from %s", CURRENT, candidate)
+        return candidate
     return Path(cfg.model.path)
 
 
