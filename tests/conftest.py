@@ -112,3 +112,32 @@ def trained_model(tmp_path_factory, dev_data: Path) -> Path:
         pytest.fail(f"train-edge failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     (base / "train-edge.stderr").write_text(proc.stderr)    # what the user saw: tests/test_train_edge.py reads it
     return out
+
+
+class PersistentMosquitto(Mosquitto):
+    """Mosquitto that keeps its database across stop/start, as a Home Assistant broker does: retained messages
+    and the sessions (queued QoS 1 messages) of clean_session=False clients survive a restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        import os
+
+        super().__init__(workdir)
+        db = workdir / "mosquitto-db"
+        db.mkdir(exist_ok=True)
+        # as root, mosquitto drops to the `mosquitto` user, which cannot write into the test's folder
+        user = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             f"persistence_location {db}/\n{user}")
+
+
+    def saved(self) -> bool:
+        """True unless mosquitto said it could not write its database."""
+        return "Error saving" not in self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def persistent_mosquitto(tmp_path: Path):
+    broker = PersistentMosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
