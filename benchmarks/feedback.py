@@ -1,32 +1,31 @@
-"""The feedback bank ("not a dog"): what it costs per frame, and whether one flag per false alarm is enough.
+"""The feedback bank, both ways: one flag in the first half of a clip, judged on its second half.
 
-(a) cost: the bank's adjustment at `max_negatives` (512) negatives vs one model inference (median over many calls,
-    the ratio per view; the goal is <= 10 %).
-(b) acceptance: ONE bank carried across replays of the real clips. Baseline: every clip replayed with an empty bank.
-    Then each nodog clip that fires has its first false-alarm episode flagged by the same call the MQTT handler
-    makes (`FeedbackController.apply("false_alarm")`, on the frame loop, 5 s after the episode started or when it
-    ends, whichever comes first), and finally all 12 nodog clips (goal 0/12 with an event) and all 12 dog clips
-    (goal: events unchanged) are replayed again with the bank.
-(c) the same with `edge-device teach --not` (the real CLI, a fresh bank) fed JPEGs of the first false-alarm
-    episode of each firing nodog clip (frames at the daemon's 5 fps, the episode's first 5 s).
+(a) cost: the bank's adjustment at its bounds (512 negatives and 512 positives) vs one model inference (median over
+    many calls; the goal is under 2 % per view).
+(b) baseline: every shared clip replayed whole with an empty bank, through `Daemon.run()` at 5 fps (the clips'
+    frames at the daemon's 5 fps, kept as PNG folders so a half of a clip is exactly the frames of the whole one).
+(c) flags: ONE bank, as a household accumulates it. The first half of every clip is replayed in turn; on each dog
+    clip that raised no event in (b) the user presses "missed" 3 frames before the first half ends, and on each
+    no-dog clip that fired, "false alarm" 5 s into its first false alarm in the first half (or when it ends).
+    With `--broker` the presses are published to `<base>/<device>/dog/feedback` on a real Mosquitto and reach the
+    daemon through its MQTT sink; otherwise by the call the MQTT handler makes. Then the second half of every clip
+    is replayed with (a copy of) that bank.
+(d) teach: the same with `edge-device teach` (the real CLI, a fresh bank) fed the same moments' frames: `--is` the
+    frames of the flag's `missed_span` (the 5 s before the press), `--not` the false alarm's first 5 s.
+(e) acceptance with the bank all the flags built: every clip replayed whole (every dog clip must still raise an
+    event, no no-dog clip that did not fire before may fire now), and the dev photos scored as the daemon does.
 
-(b') with `--broker`, the flags of (b) are published to `<base>/<device>/dog/feedback` on a real Mosquitto and reach
-    the daemon through its MQTT sink (an episode that runs to the clip's end is flagged in-process after the run).
+    .venv/bin/python -m benchmarks.feedback --model /tmp/std/base-model [--broker] [--detect KEY=VAL] [--json FILE]
 
-    .venv/bin/python -m benchmarks.feedback --model /tmp/std/model-v3/model.tflite \\
-        [--skip-teach] [--broker] [--out FILE]
-
-Writes benchmarks/results/feedback.json (or --out) and prints a table. Stored results: feedback.json (standard model),
-feedback_broker.json (the same over a real broker), feedback_t80.json and feedback_broker_t80.json (the small 128 px
-model trained on 80 dogs, which fires on 7 of the 12 nodog clips), feedback_brief_weight.json (the standard model with
-the first weighting, w = 0.5 * w_knn alone, before the label-spread slope).
+Writes benchmarks/results/feedback.json (or --json), prints a table and writes the `feedback` block of
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,22 +36,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.common import DATA, RESULTS, command_line, markdown_table, model_file, publish, today, write_json
 from edge_oneclass.device.config import load_config
 from edge_oneclass.device.daemon import Daemon
 from edge_oneclass.device.detect.events import StateChange
 from edge_oneclass.device.feedback.bank import FeedbackBank
-from edge_oneclass.device.feedback.controller import FALSE_ALARM
-from edge_oneclass.device.model.runner import Runner
+from edge_oneclass.device.feedback.controller import FALSE_ALARM, MISSED
 from edge_oneclass.device.model.running import RunningModel
 from edge_oneclass.device.notify import Notifier
 from edge_oneclass.device.sinks.base import Sink
 
 REPO = Path(__file__).resolve().parents[1]
-
-VIDEO = Path(os.environ.get("EDGE_SHARED_DATA", REPO.parent / "shared" / "data")) / "video"
-RESULTS = REPO / "benchmarks" / "results" / "feedback.json"
+VIDEO = DATA / "video"
 FPS = 5.0
 FLAG_AFTER_S = 5.0
+MISSED_SPAN_S = 5.0          # the daemon's default [feedback] missed_span
+PRESS_LEAD = 3               # frames before a first half's end at which "missed" is pressed
 
 
 class Collect(Sink):
@@ -63,21 +62,18 @@ class Collect(Sink):
         self.changes.append(change)
 
 
-DETECT: list[str] = []   # `--detect KEY=VAL` lines of the [detect] table (e.g. crop_recall=0.75)
-
-
-def write_config(path: Path, clip: Path, model: Path, bank_dir: Path) -> Path:
-    detect = "".join(f"{line}\n" for line in DETECT)
-    path.write_text(f'[camera]\nsource = "{clip}"\nfps = {FPS}\n[model]\npath = "{model}"\nthreads = 2\n'
-                    f'[detect]\n{detect}[snapshot]\nenabled = false\n[feedback]\ndir = "{bank_dir}"\n')
+def write_config(path: Path, source: Path, model: Path, bank_dir: Path, detect: list[str]) -> Path:
+    lines = "".join(f"{line}\n" for line in detect)
+    path.write_text(f'[camera]\nsource = "{source}"\nfps = {FPS}\n[model]\npath = "{model}"\nthreads = 2\n'
+                    f'[detect]\n{lines}[snapshot]\nenabled = false\n[feedback]\ndir = "{bank_dir}"\n'
+                    f'missed_span = {MISSED_SPAN_S}\n')
     return path
 
 
 class Broker:
-    """A real Mosquitto on loopback, and a client that presses the false-alarm button (publishes to the topic)."""
+    """A real Mosquitto on loopback, and a client that presses the feedback buttons (publishes to the topic)."""
 
     def __init__(self, work: Path) -> None:
-        import shutil
         import socket
 
         import paho.mqtt.client as mqtt
@@ -106,8 +102,8 @@ class Broker:
             time.sleep(0.02)
         return sink
 
-    def press(self, topic: str) -> None:
-        self.client.publish(topic, FALSE_ALARM, qos=1).wait_for_publish(5)
+    def press(self, topic: str, command: str) -> None:
+        self.client.publish(topic, command, qos=1).wait_for_publish(5)
         time.sleep(0.3)   # the replay runs faster than real time: let the press land at this point of the clip
 
     def close(self) -> None:
@@ -117,95 +113,19 @@ class Broker:
         self.proc.wait(5)
 
 
-def replay(clip: Path, model: Path, bank_dir: Path, work: Path, flag: bool = False, broker: Broker | None = None
-           ) -> dict:
-    """Replay one clip through `Daemon.run()`; with `flag`, flag its first episode as a false alarm: by the call the
-    MQTT handler makes, or with `broker` by publishing `false_alarm` to the feedback topic of a real broker."""
-    cfg = load_config(write_config(work / "config.toml", clip, model, bank_dir))
-    sink = Collect()
-    sinks: list[Sink] = [sink]
-    mqtt_sink = broker.sink(RunningModel.load(model, 1).info) if broker is not None and flag else None
-    if mqtt_sink is not None:
-        sinks.append(mqtt_sink)
-    state = {"started": None, "flagged": None, "was": False}
-    daemon: Daemon
+# -- the clips as frames ---------------------------------------------------------------------------------------------
 
-    def press() -> str:
-        if mqtt_sink is not None and broker is not None:
-            broker.press(mqtt_sink.topic("dog/feedback"))
-            return "published false_alarm"
-        assert daemon.feedback is not None
-        return daemon.feedback.apply(FALSE_ALARM)
-
-    def observer(frame, scored, present) -> None:
-        if present and not state["was"]:
-            state["started"] = frame.t
-        due = state["started"] is not None and (not present or frame.t - state["started"] >= FLAG_AFTER_S)
-        if flag and state["flagged"] is None and due:
-            state["flagged"] = press()
-        state["was"] = present
-
-    daemon = Daemon(cfg, sinks=sinks, notifier=Notifier(env={}), stats_every=1e9, observer=observer)
-    t0 = time.perf_counter()
-    daemon.run()
-    seconds = time.perf_counter() - t0
-    if flag and state["flagged"] is None and state["started"] is not None and daemon.feedback is not None:
-        state["flagged"] = daemon.feedback.apply(FALSE_ALARM)   # the episode ran to the clip's end
-    starts = [c for c in sink.changes if c.present]
-    return {"clip": f"{clip.parent.name}/{clip.name}", "events": len(starts),
-            "first_start": starts[0].event.started_at if starts else None,
-            "flag": state["flagged"], "seconds": round(seconds, 1)}
+def clip_names() -> list[str]:
+    return [f"{kind}/{p.stem}" for kind in ("dog", "nodog") for p in sorted((VIDEO / kind).glob("*.mp4"))]
 
 
-def clips(kind: str) -> list[Path]:
-    return sorted((VIDEO / kind).glob("*.mp4"))
-
-
-def replay_all(kind: str, model: Path, bank_dir: Path, work: Path, flag: bool = False,
-               broker: Broker | None = None) -> list[dict]:
-    out = []
-    for clip in clips(kind):
-        r = replay(clip, model, bank_dir, work, flag=flag, broker=broker)
-        print(f"  {r['clip']}: {r['events']} event(s){'  flag: ' + r['flag'][:100] if r['flag'] else ''}",
-              flush=True)
-        out.append(r)
-    return out
-
-
-def cost(model: Path, n_negatives: int = 512, n: int = 300) -> dict:
-    runner = Runner(model, threads=2)
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (runner.input_size, runner.input_size, 3), dtype=np.uint8)
-    infer = []
-    for i in range(n + 10):
-        t0 = time.perf_counter()
-        e = runner.infer(image).embedding
-        if i >= 10:
-            infer.append((time.perf_counter() - t0) * 1000)
-    assert e is not None
-    with tempfile.TemporaryDirectory() as tmp:
-        bank = FeedbackBank(tmp, runner.embedding_dim, weight=1.0, max_negatives=n_negatives)
-        neg = rng.standard_normal((n_negatives, runner.embedding_dim)).astype(np.float32)
-        neg /= np.linalg.norm(neg, axis=1, keepdims=True)
-        bank.negatives, bank.gates = neg, np.full(n_negatives, 0.5, np.float32)
-        bank._activate()
-        adj = []
-        for _ in range(n * 10):
-            t0 = time.perf_counter()
-            bank.adjust(e)
-            adj.append((time.perf_counter() - t0) * 1000)
-    inf_ms, adj_ms = statistics.median(infer), statistics.median(adj)
-    return {"negatives": n_negatives, "embedding_dim": runner.embedding_dim, "inference_ms_median": round(inf_ms, 3),
-            "bank_ms_median": round(adj_ms, 4), "ratio": round(adj_ms / inf_ms, 4)}
-
-
-def extract_episode_frames(clip: Path, start: float, out: Path, seconds: float = FLAG_AFTER_S) -> int:
-    """JPEGs of the frames the daemon scores (5 fps) from `start` for `seconds`."""
+def extract_frames(clip: str, out: Path) -> int:
+    """The frames the daemon scores at 5 fps (the first at or after each 1/fps tick), as lossless PNGs."""
     out.mkdir(parents=True, exist_ok=True)
-    cap = cv2.VideoCapture(str(clip))
+    cap = cv2.VideoCapture(str(VIDEO / f"{clip}.mp4"))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     i = n = 0
-    next_t = start
+    next_t = 0.0
     while True:
         ok, frame = cap.read()
         if not ok:
@@ -214,141 +134,320 @@ def extract_episode_frames(clip: Path, start: float, out: Path, seconds: float =
         i += 1
         if t + 1e-6 < next_t:
             continue
-        if t > start + seconds:
-            break
-        cv2.imwrite(str(out / f"{clip.stem}_{n:03d}.jpg"), frame)
+        cv2.imwrite(str(out / f"{n:05d}.png"), frame)
         n += 1
         next_t += 1.0 / FPS
     cap.release()
     return n
 
 
-def dev_with_bank(model: Path, bank_dir: Path) -> dict:
-    """The standard dev split scored on the whole view, with an empty bank and with `bank_dir`'s negatives: what
-    the flags cost the label's new photos, and what they do to other cats."""
-    from benchmarks.common import cat_false_alarm_rate, dev_split
-    from edge_oneclass.device.detect.scoring import FrameScorer
-    from edge_oneclass.device.detect.settings import ScoringSettings
-    from edge_oneclass.export.evaluate import score_folder
-    from edge_oneclass.export.metrics import detection_metrics
-
-    split = dev_split()
-    running = RunningModel.load(model, threads=2)
-    bank = FeedbackBank.open(bank_dir, model, running.card, running.embedding_dim)
-    out: dict = {"negatives": len(bank)}
-    threshold = running.thresholds.whole
-    for name, adjust in (("without", None), ("with", bank.adjust)):
-        scorer = FrameScorer(ScoringSettings(regions=False, sweep=False), adjust=adjust)
-        pos = score_folder(scorer, running, "dev", f"dev dogs, {name} bank", paths=split.test_pos)
-        neg = score_folder(scorer, running, "dev", f"dev no-dog, {name} bank", paths=split.test_neg)
-        m = detection_metrics(pos.scores, neg.scores, threshold)
-        cats_fpr, _ = cat_false_alarm_rate(neg.scores, neg.paths, split.cats, threshold)
-        out[name] = {"auroc": round(m.auroc, 4), "recall": round(m.tpr, 4), "false_alarms": round(m.fpr, 4),
-                     "false_alarms_cats": round(cats_fpr, 4) if cats_fpr is not None else None}
+def part(frames: Path, out: Path, start: int, stop: int) -> Path:
+    """A folder of symlinks to frames [start, stop): a part of a clip, exactly its frames."""
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(frames.glob("*.png"))[start:stop]:
+        link = out / f.name
+        if not link.exists():
+            link.symlink_to(f)
     return out
 
 
-def verdict(nodog: list[dict], dog: list[dict], dog_before: list[dict]) -> dict:
-    return {"nodog_firing": sum(r["events"] > 0 for r in nodog), "nodog_events": sum(r["events"] for r in nodog),
-            "dog_with_event": sum(r["events"] > 0 for r in dog), "dog_events": sum(r["events"] for r in dog),
-            "dog_events_unchanged": sum(a["events"] == b["events"] for a, b in zip(dog, dog_before, strict=True))}
+# -- one replay ----------------------------------------------------------------------------------------------------
+
+def replay(source: Path, model: Path, bank_dir: Path, work: Path, detect: list[str], press: str | None = None,
+           broker: Broker | None = None) -> dict:
+    """Replay a folder of frames through `Daemon.run()`; `press` = "missed" (at the last frame) or "false_alarm"
+    (5 s into the first episode, or when it ends)."""
+    cfg = load_config(write_config(work / "config.toml", source, model, bank_dir, detect))
+    n_frames = len(list(source.glob("*.png")))
+    sink = Collect()
+    sinks: list[Sink] = [sink]
+    mqtt_sink = broker.sink(RunningModel.load(model, 1).info) if broker is not None and press else None
+    if mqtt_sink is not None:
+        sinks.append(mqtt_sink)
+    state: dict = {"started": None, "pressed": None, "was": False}
+    daemon: Daemon
+
+    def do_press() -> str:
+        if mqtt_sink is not None and broker is not None:
+            broker.press(mqtt_sink.topic("dog/feedback"), press)
+            return f"published {press}"
+        assert daemon.feedback is not None
+        return daemon.feedback.apply(press)
+
+    def observer(frame, scored, present) -> None:
+        if present and not state["was"]:
+            state["started"] = frame.t
+        # "missed" near the end of the part: a published press reaches the frame loop at the next frames
+        if state["pressed"] is None and press == MISSED and frame.index == max(0, n_frames - 1 - PRESS_LEAD):
+            state["pressed"] = do_press()
+        if state["pressed"] is None and press == FALSE_ALARM and state["started"] is not None and (
+                not present or frame.t - state["started"] >= FLAG_AFTER_S):
+            state["pressed"] = do_press()
+        state["was"] = present
+
+    daemon = Daemon(cfg, sinks=sinks, notifier=Notifier(env={}), stats_every=1e9, observer=observer)
+    daemon.run()
+    if press == FALSE_ALARM and state["pressed"] is None and state["started"] is not None and daemon.feedback:
+        state["pressed"] = daemon.feedback.apply(FALSE_ALARM)      # the episode ran to the part's end
+    if mqtt_sink is not None:
+        mqtt_sink.close()
+    if broker is not None and state["pressed"] and daemon.feedback is not None:
+        state["bank"] = daemon.feedback.bank.describe()
+    starts = [c for c in sink.changes if c.present]
+    return {"events": len(starts), "first_start_s": round(starts[0].event.started_at, 2) if starts else None,
+            "press": state["pressed"]}
+
+
+def copy_bank(bank_dir: Path, dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(bank_dir, dest) if bank_dir.exists() else dest.mkdir(parents=True)
+    return dest
+
+
+def second_halves(halves: dict, model: Path, bank_dir: Path, work: Path, detect: list[str]) -> dict:
+    """Every clip's second half, each with a fresh copy of `bank_dir` (the halves do not teach each other)."""
+    out = {}
+    for clip, h in halves.items():
+        out[clip] = replay(h["second"], model, copy_bank(bank_dir, work / "bank-copy"), work, detect)
+    return out
+
+
+# -- cost and dev photos --------------------------------------------------------------------------------------------
+
+def cost(model: Path, n: int = 300) -> dict:
+    running = RunningModel.load(model, threads=1)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (running.input_size, running.input_size, 3), dtype=np.uint8)
+    infer = []
+    for i in range(n + 10):
+        t0 = time.perf_counter()
+        e = running.infer(image).embedding
+        if i >= 10:
+            infer.append((time.perf_counter() - t0) * 1000)
+    assert e is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        bank = FeedbackBank.open(tmp, model, running.card, running.embedding_dim)
+        d = running.embedding_dim
+        neg = rng.standard_normal((512, d)).astype(np.float32)
+        pos = rng.standard_normal((512, d)).astype(np.float32)
+        bank.add_negatives(neg, [f"n{i}" for i in range(512)])
+        bank.add_positives(pos, [-5.0] * 512, [f"p{i}" for i in range(512)])
+        adj = []
+        for _ in range(n * 10):
+            t0 = time.perf_counter()
+            bank.adjust(e)
+            adj.append((time.perf_counter() - t0) * 1000)
+        sizes = (len(bank), len(bank.positives))
+    inf_ms, adj_ms = statistics.median(infer), statistics.median(adj)
+    return {"negatives": sizes[0], "positives": sizes[1], "embedding_dim": d, "inference_ms_median": round(inf_ms, 3),
+            "bank_ms_median": round(adj_ms, 4), "ratio": round(adj_ms / inf_ms, 4)}
+
+
+def dev_with_bank(model: Path, bank_dir: Path | None, detect: list[str]) -> dict:
+    """The standard dev split scored as the daemon does (its [detect]), with the bank's adjustment."""
+    from benchmarks.common import cat_false_alarm_rate, dev_split
+    from edge_oneclass.device.config import parse_config
+    from edge_oneclass.device.detect.scoring import FrameScorer
+    from edge_oneclass.export.evaluate import score_folder
+    from edge_oneclass.export.metrics import detection_metrics
+
+    table = {k.strip(): v.strip() for k, v in (line.split("=", 1) for line in detect)}
+    import tomllib
+
+    settings = parse_config({"detect": tomllib.loads("\n".join(f"{k} = {v}" for k, v in table.items()))},
+                            Path("<dev>")).detect
+    split = dev_split()
+    running = RunningModel.load(model, threads=2, crop_recall=settings.crop_recall)
+    adjust = None
+    if bank_dir is not None:
+        bank = FeedbackBank.open(bank_dir, model, running.card, running.embedding_dim)
+        adjust = bank.adjust
+    scorer = FrameScorer(settings, adjust=adjust)
+    pos = score_folder(scorer, running, "dev", "dev dogs", paths=split.test_pos)
+    neg = score_folder(scorer, running, "dev", "dev no-dog", paths=split.test_neg)
+    threshold = running.thresholds.whole
+    m = detection_metrics(pos.scores, neg.scores, threshold)
+    cats, _ = cat_false_alarm_rate(neg.scores, neg.paths, split.cats, threshold)
+    return {"auroc": round(m.auroc, 4), "recall": round(m.tpr, 4), "false_alarms": round(m.fpr, 4),
+            "false_alarms_cats": round(cats, 4) if cats is not None else None}
+
+
+def teach(cli_args: list[str], cfg: Path) -> str:
+    proc = subprocess.run([sys.executable, "-m", "edge_oneclass.device.cli", "teach", "--config", str(cfg),
+                           *cli_args], capture_output=True, text=True, cwd=REPO)
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+
+def run(model: Path, work: Path, detect: list[str], use_broker: bool) -> dict:
+    names = clip_names()
+    print("extracting the clips' frames at 5 fps", flush=True)
+    halves = {}
+    for clip in names:
+        frames = work / "frames" / clip.replace("/", "_")
+        n = extract_frames(clip, frames)
+        halves[clip] = {"n": n, "whole": frames, "first": part(frames, work / "first" / frames.name, 0, n // 2),
+                        "second": part(frames, work / "second" / frames.name, n // 2, n)}
+    empty = work / "empty-bank"
+    print("(b) baseline: every clip whole, and its second half, with an empty bank", flush=True)
+    base = {c: replay(h["whole"], model, copy_bank(empty, work / "bank-copy"), work, detect) for c, h in halves.items()}
+    base_second = second_halves(halves, model, empty, work, detect)
+    to_flag = {c: (MISSED if c.startswith("dog/") else FALSE_ALARM) for c in names
+               if (c.startswith("dog/") and not base[c]["events"]) or (c.startswith("nodog/") and base[c]["events"])}
+    print(f"  to flag: {to_flag}", flush=True)
+
+    bank = work / "bank-flags"
+    print(f"(c) first halves with one bank, flags{' over a real MQTT broker' if use_broker else ''}", flush=True)
+    broker = Broker(work) if use_broker else None
+    flags = {}
+    try:
+        for clip, h in halves.items():
+            r = replay(h["first"], model, bank, work, detect, press=to_flag.get(clip), broker=broker)
+            if to_flag.get(clip):
+                flags[clip] = r
+                print(f"  {clip}: {to_flag[clip]}: {str(r['press'])[:160]}", flush=True)
+    finally:
+        if broker is not None:
+            broker.close()
+    after_flag = second_halves(halves, model, bank, work, detect)
+    print("(e) acceptance: every clip whole with that bank, and the dev photos", flush=True)
+    accept = {c: replay(h["whole"], model, copy_bank(bank, work / "bank-copy"), work, detect)
+              for c, h in halves.items()}
+    dev_before, dev_after = dev_with_bank(model, None, detect), dev_with_bank(model, bank, detect)
+
+    print("(d) teach with the same moments' frames", flush=True)
+    bank_t = work / "bank-teach"
+    cfg = write_config(work / "teach.toml", work, model, bank_t, detect)
+    taught = {}
+    for clip, command in to_flag.items():
+        h = halves[clip]
+        if command == MISSED:
+            span, end = int(MISSED_SPAN_S * FPS), h["n"] // 2 - PRESS_LEAD
+            folder = part(h["whole"], work / "teach" / f"{clip.replace('/', '_')}-is", max(0, end - span), end)
+            taught[clip] = teach(["--is", str(folder)], cfg)
+        else:
+            first = base[clip]["first_start_s"]
+            if first is None or first >= h["n"] // 2 / FPS:
+                taught[clip] = "no false alarm in the first half: nothing to teach"
+                continue
+            start = int(round(first * FPS))
+            stop = min(start + int(FLAG_AFTER_S * FPS), h["n"] // 2)
+            folder = part(h["whole"], work / "teach" / f"{clip.replace('/', '_')}-not", start, stop)
+            taught[clip] = teach(["--not", str(folder)], cfg)
+        print(f"  {clip}: {taught[clip][:160]}", flush=True)
+    after_teach = second_halves(halves, model, bank_t, work, detect)
+    bank_state = FeedbackBank.open(bank, model, RunningModel.load(model, 1).card, RunningModel.load(model, 1)
+                                   .embedding_dim).describe()
+    return {"clips": names, "to_flag": to_flag, "baseline": base, "baseline_second_half": base_second,
+            "flags": flags, "after_flag_second_half": after_flag, "bank_after_flags": bank_state,
+            "acceptance_whole": accept, "dev_before": dev_before, "dev_after_flags": dev_after,
+            "teach": taught, "after_teach_second_half": after_teach,
+            "summary": summary(names, to_flag, base, base_second, after_flag, after_teach, accept)}
+
+
+def summary(names, to_flag, base, base_second, after_flag, after_teach, accept) -> dict:
+    dogs = [c for c in names if c.startswith("dog/")]
+    nodogs = [c for c in names if c.startswith("nodog/")]
+    missed, alarms = [c for c in to_flag if c in dogs], [c for c in to_flag if c in nodogs]
+
+    def fired(result, clips):
+        return [c for c in clips if result[c]["events"]]
+
+    return {
+        "missed_clips": missed, "false_alarm_clips": alarms,
+        "missed_second_half_event": {"before": fired(base_second, missed), "flag": fired(after_flag, missed),
+                                     "teach": fired(after_teach, missed)},
+        "alarm_second_half_fires": {"before": fired(base_second, alarms), "flag": fired(after_flag, alarms),
+                                    "teach": fired(after_teach, alarms)},
+        "second_half_dog_events": {"before": len(fired(base_second, dogs)), "flag": len(fired(after_flag, dogs)),
+                                   "teach": len(fired(after_teach, dogs))},
+        "second_half_nodog_fires": {"before": fired(base_second, nodogs), "flag": fired(after_flag, nodogs),
+                                    "teach": fired(after_teach, nodogs)},
+        "whole_dog_clips_with_event": {"before": len(fired(base, dogs)), "with_bank": len(fired(accept, dogs))},
+        "whole_nodog_new_fires": [c for c in nodogs if accept[c]["events"] and not base[c]["events"]],
+        "whole_nodog_fires": {"before": fired(base, nodogs), "with_bank": fired(accept, nodogs)},
+    }
+
+
+def table(r: dict) -> str:
+    s = r["summary"]
+    c = r["cost"]
+
+    def clips(xs: list[str]) -> str:
+        return ", ".join(x.split("/")[1] for x in xs) or "none"
+
+    def dev(d: dict) -> str:
+        return f"{d['recall']:.3f} / {100 * d['false_alarms']:.1f} % / {100 * d['false_alarms_cats']:.1f} %"
+
+    rows = [
+        ["dog clips missed in (b), flagged `missed` in the first half", clips(s["missed_clips"]),
+         "event in the second half: " + f"{len(s['missed_second_half_event']['before'])} before, "
+         f"{len(s['missed_second_half_event']['flag'])} after the flag, {len(s['missed_second_half_event']['teach'])}"
+         " after teach --is"],
+        ["no-dog clips that fired in (b), flagged `false_alarm` in the first half", clips(s["false_alarm_clips"]),
+         "second half fires: " + f"{clips(s['alarm_second_half_fires']['before'])} before, "
+         f"{clips(s['alarm_second_half_fires']['flag'])} after the flag, {clips(s['alarm_second_half_fires']['teach'])}"
+         " after teach --not"],
+        ["every second half: dog clips with an event", "24 halves",
+         f"{s['second_half_dog_events']['before']}/12 before, {s['second_half_dog_events']['flag']}/12 with the flags' "
+         f"bank, {s['second_half_dog_events']['teach']}/12 with teach's"],
+        ["every second half: no-dog clips that fire", "",
+         f"{clips(s['second_half_nodog_fires']['before'])} before, {clips(s['second_half_nodog_fires']['flag'])} with "
+         f"the flags' bank, {clips(s['second_half_nodog_fires']['teach'])} with teach's"],
+        ["whole clips with the flags' bank", "",
+         f"dog clips with an event {s['whole_dog_clips_with_event']['before']}/12 -> "
+         f"{s['whole_dog_clips_with_event']['with_bank']}/12; no-dog clips firing "
+         f"{clips(s['whole_nodog_fires']['before'])} -> {clips(s['whole_nodog_fires']['with_bank'])} "
+         f"(new: {clips(s['whole_nodog_new_fires'])})"],
+        ["dev photos (daemon's pipeline)", "recall / false alarms / cats",
+         f"{dev(r['dev_before'])} -> {dev(r['dev_after_flags'])}"],
+        ["bank cost per view", f"{c['negatives']} negatives + {c['positives']} positives",
+         f"{c['bank_ms_median']:.4f} ms vs {c['inference_ms_median']:.2f} ms per inference: "
+         f"{100 * c['ratio']:.2f} %"],
+    ]
+    return markdown_table(["what", "clips", "result"], rows)
+
+
+def readme_block(r: dict) -> str:
+    return (table(r) + "\n\n"
+            f"Produced by `{r['command']}` on {r['date']}; per clip in `benchmarks/results/"
+            f"{Path(r['json']).name}`. Model `{r['model']}`, `[detect]` {r['detect'] or 'default'}, flags "
+            f"{r['flag_path']}. One bank for all first halves (quiet frames and flags accumulate as in a home); "
+            "each second half replayed with a fresh copy of it. `teach` is the real CLI, on a fresh bank, fed the "
+            "frames of the same moments (`--is`: the flag's missed_span, the 5 s before the press; `--not`: "
+            "the first 5 s of the first false alarm).")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=Path("/tmp/std/model-v3/model.tflite"))
-    ap.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS.relative_to(REPO)})")
-    ap.add_argument("--skip-teach", action="store_true")
-    ap.add_argument("--skip-acceptance", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="model folder (model.tflite + model.json) or .tflite")
+    ap.add_argument("--json", type=Path, default=RESULTS / "feedback.json")
     ap.add_argument("--broker", action="store_true", help="flag over a real Mosquitto (publish to the feedback topic)")
     ap.add_argument("--detect", action="append", default=[], metavar="KEY=VAL",
                     help="a [detect] key of the daemon's config, e.g. crop_recall=0.75 (repeatable)")
+    ap.add_argument("--readme-only", action="store_true", help="only regenerate the README block from --json")
     args = ap.parse_args(argv)
-    DETECT[:] = [f"{k.strip()} = {v.strip()}" for k, v in (item.split("=", 1) for item in args.detect)]
-    model = args.model.resolve()
-    sha = json.loads(model.with_name("model.json").read_text())["sha256"]
-    results: dict = {"model": str(model), "model_sha256": sha, "fps": FPS, "flag_after_s": FLAG_AFTER_S,
-                     "detect": DETECT}
+    if args.readme_only:
+        print(f"wrote {publish('feedback', readme_block(json.loads(args.json.read_text())))}")
+        return 0
+    model = model_file(args.model).resolve()
+    detect = [f"{k.strip()} = {v.strip()}" for k, v in (item.split("=", 1) for item in args.detect)]
+    results: dict = {"command": command_line(), "date": today(), "json": str(args.json), "model": str(model),
+                     "model_sha256": json.loads(model.with_name("model.json").read_text())["sha256"],
+                     "fps": FPS, "detect": detect, "flag_path": "over a real Mosquitto broker" if args.broker
+                     else "in-process (the MQTT handler's call)"}
     print("(a) cost of the bank per view", flush=True)
     results["cost"] = cost(model)
     print(f"  {results['cost']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        if not args.skip_acceptance:
-            empty = work / "empty-bank"
-            print("(b) baseline: every clip, empty bank", flush=True)
-            base_nodog = replay_all("nodog", model, empty, work)
-            base_dog = replay_all("dog", model, empty, work)
-            bank = work / "bank-mqtt"
-            print(f"(b) flagging the first false alarm of each firing nodog clip (one shared bank"
-                  f"{', over a real MQTT broker' if args.broker else ''})", flush=True)
-            broker = Broker(work) if args.broker else None
-            try:
-                flagging = replay_all("nodog", model, bank, work, flag=True, broker=broker)
-            finally:
-                if broker is not None:
-                    broker.close()
-            results["flag_path"] = "mqtt broker" if args.broker else "in-process FeedbackController.apply"
-            print("(b) replay with the bank", flush=True)
-            after_nodog = replay_all("nodog", model, bank, work)
-            after_dog = replay_all("dog", model, bank, work)
-            with np.load(bank / "bank.npz") as z:
-                n_neg = int(len(z["negatives"]))
-            results["baseline"] = {"nodog": base_nodog, "dog": base_dog,
-                                   "summary": verdict(base_nodog, base_dog, base_dog)}
-            results["flagging"] = flagging
-            results["after_flag"] = {"nodog": after_nodog, "dog": after_dog, "bank_negatives": n_neg,
-                                     "summary": verdict(after_nodog, after_dog, base_dog)}
-            print("(d) dev photos (whole view) without and with that bank", flush=True)
-            results["dev"] = dev_with_bank(model, bank)
-            print(f"  {results['dev']}", flush=True)
-            if not args.skip_teach:
-                print("(c) teach --not with the first false-alarm episode's frames of each firing nodog clip",
-                      flush=True)
-                frames = work / "teach-frames"
-                n_frames = 0
-                for r in base_nodog:
-                    if r["first_start"] is not None:
-                        n_frames += extract_episode_frames(VIDEO / r["clip"], r["first_start"], frames)
-                bank_c = work / "bank-teach"
-                cfg = write_config(work / "teach.toml", VIDEO / "nodog" / "01.mp4", model, bank_c)
-                proc = subprocess.run([sys.executable, "-m", "edge_oneclass.device.cli", "teach",
-                                       "--config", str(cfg), "--not",
-                                       str(frames)], capture_output=True, text=True, cwd=REPO,
-                                      env={**os.environ, "PYTHONPATH": str(REPO)})
-                last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
-                print(f"  teach: {n_frames} frames -> {last}", flush=True)
-                teach_nodog = replay_all("nodog", model, bank_c, work)
-                teach_dog = replay_all("dog", model, bank_c, work)
-                results["after_teach"] = {"frames": n_frames, "teach_output": last, "nodog": teach_nodog,
-                                          "dog": teach_dog, "summary": verdict(teach_nodog, teach_dog, base_dog)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+        results.update(run(model, Path(tmp), detect, args.broker))
+    write_json(args.json, results)
     print(table(results))
-    print(f"wrote {args.out}")
+    print(f"\nwrote {args.json} and {publish('feedback', readme_block(results))}")
     return 0
-
-
-def table(r: dict) -> str:
-    c = r["cost"]
-    lines = [f"cost: bank of {c['negatives']} x {c['embedding_dim']}-d: {c['bank_ms_median']:.4f} ms per view vs "
-             f"inference {c['inference_ms_median']:.2f} ms: {100 * c['ratio']:.2f} % (goal <= 10 %)"]
-    if "baseline" in r:
-        lines.append(f"{'run':<34} {'nodog firing /12':>16} {'nodog events':>12} {'dog with event /12':>18} "
-                     f"{'dog events':>10} {'dog unchanged':>13}")
-        for name, key in (("baseline (empty bank)", "baseline"), ("after MQTT false_alarm flags", "after_flag"),
-                          ("after teach --not", "after_teach")):
-            if key in r:
-                s = r[key]["summary"]
-                lines.append(f"{name:<34} {s['nodog_firing']:>16} {s['nodog_events']:>12} {s['dog_with_event']:>18} "
-                             f"{s['dog_events']:>10} {s['dog_events_unchanged']:>13}")
-        per = ["clip      " + " ".join(f"{x['clip'][-6:-4]:>3}" for x in r["baseline"]["nodog"])]
-        for name, key in (("base", "baseline"), ("flag", "after_flag"), ("teach", "after_teach")):
-            for kind in ("nodog", "dog"):
-                if key in r:
-                    per.append(f"{name:<5} {kind:<5} " + " ".join(f"{x['events']:>3}" for x in r[key][kind]))
-        lines += per
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

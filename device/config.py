@@ -118,6 +118,9 @@ class FeedbackConfig:
     window: float = 60.0                # a false_alarm this many seconds after an episode ended applies to it
     max_negatives: int = 512            # bank bound (a k-centre coreset keeps it spread out)
     max_frames: int = 200               # flagged JPEGs kept in frames/ and in missed/ (oldest removed)
+    missed_span: float = 5.0            # a `missed` flag teaches the views of this many seconds before it
+    quiet_every: float = 300.0          # keep a quiet frame (still scene, nothing present) at most this often ...
+    max_quiet: int = 64                 # ... up to this many, spread out (what taught positives must not lift)
 
     def __post_init__(self) -> None:
         if not self.dir.strip():
@@ -128,6 +131,12 @@ class FeedbackConfig:
             raise ValueError(f"feedback.max_negatives must be between 1 and 100000, got {self.max_negatives}")
         if not 0 <= self.max_frames <= 100_000:
             raise ValueError(f"feedback.max_frames must be between 0 and 100000, got {self.max_frames}")
+        if not (math.isfinite(self.missed_span) and 0 <= self.missed_span <= 600):
+            raise ValueError(f"feedback.missed_span must be between 0 and 600 seconds, got {self.missed_span}")
+        if not (math.isfinite(self.quiet_every) and self.quiet_every > 0):
+            raise ValueError(f"feedback.quiet_every must be more than 0 seconds, got {self.quiet_every}")
+        if not 0 <= self.max_quiet <= 10_000:
+            raise ValueError(f"feedback.max_quiet must be between 0 and 10000, got {self.max_quiet}")
 
 
 @dataclass

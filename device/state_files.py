@@ -18,6 +18,17 @@ from typing import BinaryIO
 Writer = Callable[[BinaryIO], None]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# New files get the usual mode for this process (0644 under the default umask), as a plain open() would give
+# them; mkstemp's own 0600 would hide snapshots and kept frames from other users of the state directory.
+_NEW_FILE_MODE = 0o666 & ~_umask()
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make a rename inside `path` durable (best effort: some filesystems refuse to fsync a folder)."""
     try:
@@ -33,7 +44,8 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | Writer, mode: int | None = None) -> Path:
-    """Write `data` (bytes, or a function that writes to a binary file) to `path` atomically and durably.
+    """Write `data` (bytes, or a function that writes to a binary file) to `path` atomically and durably. The file
+    keeps the mode of the one it replaces (or gets `mode`, or the process's usual mode for a new file).
 
     Raises OSError (disk full, read-only) with the temporary file already removed; the old `path` is untouched.
     """
@@ -48,8 +60,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | Writer, mode: int |
                 data(f)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        if mode is None:
+            try:
+                mode = os.stat(path).st_mode & 0o7777
+            except FileNotFoundError:
+                mode = _NEW_FILE_MODE
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -25,13 +25,13 @@ from edge_oneclass.device.config import parse_config
 from edge_oneclass.device.errors import ConfigError
 from edge_oneclass.device.feedback.bank import (
     BANK_FILE,
-    FRAMES_DIR,
     BankMismatch,
     FeedbackBank,
     LabelReference,
     TeachResult,
     bank_weight,
 )
+from edge_oneclass.device.feedback.frame_store import FRAMES_DIR
 from edge_oneclass.device.model.runner import Runner
 from edge_oneclass.device.model.running import RunningModel
 
@@ -84,7 +84,7 @@ def test_bank_persists_reloads_and_stays_bounded(tmp_path: Path, runner: Runner)
     assert ref is not None and np.all(again.adjust_many(ref.embeddings) == 0)
     # another process (the teach CLI) replacing the file is picked up by its stat
     other = open_bank(tmp_path, runner, max_negatives=10)
-    other.add_positives(embed(runner, DOG)[None], ["dog"])
+    other.add_positives(embed(runner, DOG)[None], [-0.1], ["dog"])
     assert again.reload_if_changed() and len(again.positives) == 1
     assert not again.reload_if_changed()
     assert again.forget() == (10, 1) and len(open_bank(tmp_path, runner)) == 0
@@ -138,11 +138,14 @@ def test_positives_raise_the_gates_of_nearby_negatives(tmp_path: Path, runner: R
     cat = embed(runner, CAT)
     bank.add_negatives(cat[None], ["cat"])
     before = bank.adjust(yellow)
-    bank.add_positives(yellow[None], ["this yellow one was a dog"])
-    assert before < -0.3 and bank.adjust(yellow) == 0.0 and len(bank) == 1 and bank.adjust(cat) < -0.1
-    # a confirmed view as close to the negative as the negative's own duplicates: the negative goes
-    bank.add_positives(orange[None], ["and so was this orange one"])
-    assert len(bank) == 0 and bank.adjust(cat) == 0.0
+    bank.add_positives(yellow[None], [-0.2], ["this yellow one was a dog"])
+    # the negative no longer pushes it (its gate rose above the yellow one), and the positive lifts it
+    assert before < -0.3 and bank.adjust_many(yellow[None])[0] == 0.0 and bank.adjust(yellow) > 0
+    assert len(bank) == 1 and bank.adjust(cat) < -0.1
+    # a positive as close to a flagged negative as that negative's own duplicates would make it fire: refused
+    result = bank.add_positives(orange[None], [-0.2], ["and so was this orange one"])
+    assert result.added == 0 and "as close to a view flagged not the label (cat)" in result.refused[0][1]
+    assert len(bank) == 1 and len(bank.positives) == 1 and bank.adjust(cat) < -0.1
 
 
 def test_weight_follows_the_model(runner: Runner) -> None:
@@ -309,21 +312,22 @@ def test_teach_adds_lists_and_forgets(tmp_path: Path) -> None:
     proc = run_cli("teach", "--config", str(cfg), "--not", str(tmp_path / "photos"), str(broken), str(dog))
     assert proc.returncode == 0, proc.stderr
     assert f"added   {cat}" in proc.stdout and f"refused {dog}: as close to the label's own photos" in proc.stdout
-    assert "4 negative(s) added, 2 refused" in proc.stdout                 # two photos and their mirror images
+    assert "2 negative(s) added, 1 refused" in proc.stdout                 # each photo's view, as a flag adds it
     mine = [line for line in proc.stderr.splitlines() if not line.startswith("INFO: Created TensorFlow Lite")]
     assert mine == [f"edge-device: {broken}: truncated image (no end marker), skipped"]
     assert len(list((bank_dir / FRAMES_DIR).glob("*.jpg"))) == 2
     listing = run_cli("teach", "--config", str(cfg), "--list")
-    assert listing.returncode == 0 and listing.stdout.count("\nnot ") == 4 and "cat2.png (mirrored)" in listing.stdout
+    assert listing.returncode == 0 and listing.stdout.count("\nnot ") == 2 and "cat2.png" in listing.stdout
     positive = run_cli("teach", "--config", str(cfg), "--is", str(dog))
-    assert positive.returncode == 0 and "2 positive(s) added" in positive.stdout
+    assert positive.returncode == 0 and "1 positive(s) added" in positive.stdout
     nothing = run_cli("teach", "--config", str(cfg), "--not", str(broken))
     assert nothing.returncode == 1 and "nothing taught" in nothing.stderr
     forget = run_cli("teach", "--config", str(cfg), "--forget")
-    assert forget.returncode == 0 and "forgot 4 negative(s) and 2 positive(s)" in forget.stdout
+    assert forget.returncode == 0 and "forgot 2 negative(s) and 1 positive(s)" in forget.stdout
     assert "0 negative(s)" in run_cli("teach", "--config", str(cfg), "--list").stdout
     usage = run_cli("teach", "--config", str(cfg))
-    assert usage.returncode == 2 and "one of the arguments --not --is --list --forget is required" in usage.stderr
+    assert usage.returncode == 2
+    assert "one of the arguments --not --is --background --list --forget is required" in usage.stderr
 
 
 def test_a_running_daemon_picks_up_a_teach(tmp_path: Path) -> None:
@@ -343,7 +347,7 @@ def test_a_running_daemon_picks_up_a_teach(tmp_path: Path) -> None:
             proc.kill()
     stderr = log_path.read_text()
     assert proc.returncode == 0, stderr
-    assert "bank file changed, reloaded: 2 negative(s)" in stderr, stderr
+    assert "bank file changed, reloaded: 1 negative(s)" in stderr, stderr
     states = [json.loads(line) for line in stdout.splitlines() if line.strip() and '"state"' in line]
     assert states == [], "the taught cat still fired"
 
@@ -579,7 +583,7 @@ def test_a_flag_that_cannot_be_saved_changes_nothing_in_memory(tmp_path: Path, r
     on disk, so a restart changes nothing either)."""
     import errno
 
-    from edge_oneclass.device.feedback import bank as bank_module
+    from edge_oneclass.device.feedback import bank_file
 
     bank = open_bank(tmp_path, runner)
     assert bank.add_negatives(far_from_label(2), ["a", "b"]).added == 2
@@ -587,14 +591,14 @@ def test_a_flag_that_cannot_be_saved_changes_nothing_in_memory(tmp_path: Path, r
     def disk_full(*_args, **_kw):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(bank_module, "atomic_write", disk_full)
+    monkeypatch.setattr(bank_file, "atomic_write", disk_full)
     cat = embed(runner, CAT)
     before = bank.adjust(cat)
     with pytest.raises(OSError):
         bank.add_negatives(cat[None], ["the cat"])
     assert len(bank) == 2 and bank.neg_sources == ["a", "b"] and bank.adjust(cat) == before
     with pytest.raises(OSError):
-        bank.add_positives(embed(runner, DOG)[None], ["dog"])
+        bank.add_positives(embed(runner, DOG)[None], [-0.1], ["dog"])
     assert len(bank.positives) == 0
     monkeypatch.undo()
     assert len(open_bank(tmp_path, runner)) == 2

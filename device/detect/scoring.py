@@ -56,6 +56,7 @@ class ViewScore:
     margin: float                  # score - threshold of its kind
     inference_ms: float = 0.0
     embedding: np.ndarray | None = field(default=None, repr=False)
+    adjustment: float = 0.0        # the feedback bank's part of `score` (the model's own margin is margin - this)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class FrameScore:
     confirmed: list[ViewScore]     # crop views whose hits are confirmed
     inference_ms: float            # interpreter time summed over the views
     carried: bool = False          # the scene had not changed: the last scored frame's result, no model run
+    changed: bool = True           # the scene changed since the frame scored before (False: a still scene)
 
     @property
     def invocations(self) -> int:
@@ -109,11 +111,11 @@ class FrameScorer:
 
     def _view(self, model: RunningModel, image: np.ndarray, kind: str, box: Box) -> ViewScore:
         result = model.infer(preprocess(image, model.input_size, box), crop=kind != WHOLE)
-        score = result.score
-        if self.adjust is not None and result.embedding is not None:
-            score += self.adjust(result.embedding)
+        adjustment = self.adjust(result.embedding) if self.adjust is not None and result.embedding is not None else 0.0
+        score = result.score + adjustment
         threshold = model.thresholds.whole if kind == WHOLE else model.thresholds.crop
-        return ViewScore(kind, box, score, score - threshold, model.runner.last_inference_ms, result.embedding)
+        return ViewScore(kind, box, score, score - threshold, model.runner.last_inference_ms, result.embedding,
+                         adjustment)
 
     def _sweep_for(self, width: int, height: int) -> list[Box]:
         if self._sweep_shape != (width, height):
@@ -173,7 +175,7 @@ class FrameScorer:
         changed, small = self._scene.changed(image)
         if self._may_carry(t, changed, w, h):
             assert self._last is not None
-            return replace(self._last, inference_ms=0.0, carried=True)
+            return replace(self._last, inference_ms=0.0, carried=True, changed=False)
         if changed or self._last is None:
             self._cycle_start = self._sweep_pos
         self._frame_no += 1
@@ -184,7 +186,7 @@ class FrameScorer:
         confirmed_boxes = {id(c.box) for c in confirmed_hits}
         confirmed = [v for v in hits if id(v.box) in confirmed_boxes]
         self._follow = [v.box for v in sorted(hits, key=lambda v: v.margin, reverse=True)]
-        result = self._combine(model, views, confirmed)
+        result = replace(self._combine(model, views, confirmed), changed=changed)
         self._scene.accept(small)
         self._last, self._last_t = result, t if t is not None else 0.0
         return result

@@ -6,8 +6,13 @@ margin was >= 0, `FrameScore.views`), including the frames of the debounce windo
 negatives of the feedback bank (`device.feedback.bank`): the open episode's, or the last one's if it ended less than
 `[feedback] window` seconds ago (frame time). From the next frame on, the bank lowers every similar view's score; the
 flagged episode ends at the first frame that no longer scores positive (the debouncer is forced off, no 30 s wait).
-A `missed` stores the current frame's whole view as a positive (kept for retraining; see the bank's docstring).
-The flagged frames are kept as JPEGs in `<dir>/frames` (and `missed` ones in `<dir>/missed`).
+A `missed` (the "missed" button) turns the views of the last `[feedback] missed_span` seconds (the current frame's
+and the frames' before it, whole view and any crops) into positives: from the next frame on, views close to them
+score higher, unless that would lift a view the device knows is empty (the bank's docstring says how that is
+checked). The daemon keeps those empty views itself: a quiet frame (the scene still for `QUIET_HOLD` seconds,
+nothing present) at most every `[feedback] quiet_every` seconds goes to the bank's reservoir of the camera's empty
+scene, spread over the day. The flagged frames are kept as JPEGs in `<dir>/frames` (and `missed` ones in
+`<dir>/missed`) for the next retraining.
 
 Thread safety: MQTT messages arrive on paho's thread; they are only parsed there and the work is queued for the frame
 loop (`Daemon.call_between_frames`), so the bank and the episode state are only ever touched between two frames.
@@ -24,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_oneclass.device.detect.events import StateChange, iso_utc
-from edge_oneclass.device.feedback.bank import FRAMES_DIR, MISSED_DIR, BankMismatch, FeedbackBank, FrameStore
+from edge_oneclass.device.feedback.bank import BankMismatch, FeedbackBank
+from edge_oneclass.device.feedback.frame_store import FRAMES_DIR, MISSED_DIR, FrameStore
 
 if TYPE_CHECKING:
     from edge_oneclass.device.config import Config, FeedbackConfig
@@ -39,6 +45,8 @@ FALSE_ALARM, MISSED = "false_alarm", "missed"
 COMMANDS = (FALSE_ALARM, MISSED)
 MAX_EPISODE_EMBEDDINGS = 256     # per episode; when full, every other one is dropped (spread over the episode)
 MAX_EPISODE_IMAGES = 6           # frames of an episode kept for JPEGs: positive frames 1, 2, 4, 8, … (the last 6)
+MAX_MISSED_VIEWS = 32            # views one `missed` teaches at most (spread over the span)
+QUIET_HOLD = 2.0                 # seconds the scene must stay still, nothing present, for a quiet frame
 
 
 @dataclass
@@ -77,6 +85,10 @@ class FeedbackController:
         self._last_frame: tuple[Frame, FrameScore] | None = None
         self._end_flagged = False
         self._reload_failed = False
+        self._recent: deque[tuple[float, Any]] = deque()     # (t, view) of the scored frames of the last span
+        self._still_since: float | None = None               # when the scene last changed
+        self._quiet: tuple[float, Any] | None = None         # the last scored frame's whole view, while absent
+        self._last_quiet_kept = -float("inf")
 
     @classmethod
     def create(cls, cfg: Config, model: RunningModel) -> FeedbackController | None:
@@ -90,7 +102,8 @@ class FeedbackController:
             log.info("feedback: off (the model has no embedding output; re-export it with this version)")
             return None
         try:
-            bank = FeedbackBank.open(fc.dir, model.path, model.card, model.embedding_dim, fc.max_negatives)
+            bank = FeedbackBank.open(fc.dir, model.path, model.card, model.embedding_dim, fc.max_negatives,
+                                     fc.max_quiet)
         except BankMismatch as exc:
             log.error("feedback: off: %s", exc)
             return None
@@ -109,7 +122,7 @@ class FeedbackController:
             return False
         try:
             bank = FeedbackBank.open(cfg.feedback.dir, model.path, model.card, model.embedding_dim,
-                                     cfg.feedback.max_negatives)
+                                     cfg.feedback.max_negatives, cfg.feedback.max_quiet)
         except (BankMismatch, OSError) as exc:
             log.error("feedback: off after the model swap: %s", exc)
             return False
@@ -121,6 +134,8 @@ class FeedbackController:
             self.current = Episode(self.current.started_at) if self.current is not None else None   # do not fit
             self.last = None
             self._pre.clear()
+        self._recent.clear()             # the old model's views and margins mean nothing to the new one
+        self._quiet = None
         log.info("feedback (new model): %s", bank.describe())
         return True
 
@@ -165,7 +180,33 @@ class FeedbackController:
                 self.current.ended_at = frame.t
                 self.last, self.current = self.current, None
                 self._end_flagged = False
+        self._remember(frame.t, scored, decider.present)
         return change
+
+    def _remember(self, t: float, scored: FrameScore, present: bool) -> None:
+        """Keep the scored views of the last `missed_span` seconds (for `missed`), and now and then a quiet frame
+        for the bank's reservoir of the camera's empty scene."""
+        if not scored.carried:
+            self._recent.extend((t, v) for v in scored.views if v.embedding is not None)
+        while self._recent and (self._recent[0][0] < t - self.cfg.missed_span or self._recent[0][0] > t):
+            self._recent.popleft()        # too old, or from before a clock step back
+        if scored.changed or self._still_since is None or t < self._still_since:
+            self._still_since = t
+        whole = scored.views[0] if scored.views else None
+        if present or whole is None or whole.embedding is None or whole.margin >= 0:
+            self._quiet = None
+            return
+        if not scored.carried:
+            self._quiet = (t, whole)
+        if (self._quiet is not None and t - self._still_since >= QUIET_HOLD
+                and not 0 <= t - self._last_quiet_kept < self.cfg.quiet_every and self.cfg.max_quiet > 0):
+            qt, view = self._quiet
+            self._last_quiet_kept, self._quiet = t, None
+            try:
+                self.bank.add_scene(view.embedding[None, :], [view.margin - view.adjustment],
+                                    [f"quiet {iso_utc(qt)}"])
+            except OSError as exc:
+                log.warning("feedback: cannot keep a quiet frame in %s (%s)", self.bank.dir, exc.strerror or exc)
 
     # -- commands (run on the frame loop's thread) ------------------------------------------------------------
 
@@ -204,15 +245,23 @@ class FeedbackController:
         return msg
 
     def missed(self) -> str:
+        """The user says the label is there and was not seen: the views of the last `missed_span` seconds become
+        positives (the JPEG of the current frame is kept for retraining too)."""
         if self._last_frame is None:
             return "missed: no frame scored yet"
         frame, scored = self._last_frame
-        whole = scored.views[0]
-        if whole.embedding is None:
+        views = [v for _, v in self._recent] or [v for v in scored.views if v.embedding is not None]
+        if not views:
             return "missed: the model gave no embedding"
-        result = self.bank.add_positives(whole.embedding[None, :], [f"missed {iso_utc(frame.t)}"])
+        if len(views) > MAX_MISSED_VIEWS:
+            views = [views[i] for i in np.linspace(0, len(views) - 1, MAX_MISSED_VIEWS).round().astype(int)]
+        result = self.bank.add_positives(np.stack([v.embedding for v in views]),
+                                         [v.margin - v.adjustment for v in views],
+                                         [f"missed {iso_utc(frame.t)} {v.kind} {v.box.as_list()}" for v in views])
         self._keep(self.missed_frames, frame.image, "missed", frame.t)
-        msg = f"missed: {result.summary('positive')} (kept for retraining); bank: {self.bank.describe()}"
+        for source, reason in result.refused[:3]:
+            log.warning("feedback: refused %s: %s", source, reason)
+        msg = f"missed: {result.summary('positive')} (the frame is kept for retraining); bank: {self.bank.describe()}"
         log.info("feedback: %s", msg)
         return msg
 
