@@ -145,6 +145,7 @@ def write_video(path: Path, n: int) -> list[bytes]:
 def write_config(path: Path, source: str, model: Path, fps: float) -> Path:
     """A daemon config: the default [detect], one interpreter thread, stdout JSON output."""
     path.write_text(f'[camera]\nsource = "{source}"\nfps = {fps}\n\n[model]\npath = "{model}"\nthreads = 1\n\n'
+                    f'[feedback]\ndir = "{path.parent / "feedback"}"\n\n'   # its own bank, never the host's
                     "[log]\nlevel = \"INFO\"\n")
     return path
 

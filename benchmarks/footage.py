@@ -31,6 +31,7 @@ import argparse
 import logging
 import math
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -134,7 +135,12 @@ class ClipResult:
 
 
 def replay(clip: Path, model: Path, fps: float, overrides: dict[str, dict[str, Any]]) -> ClipResult:
-    """Run the daemon on one clip; what its observer and sink saw."""
+    """Run the daemon on one clip, with a feedback bank of its own (never the host's); what it saw."""
+    with tempfile.TemporaryDirectory(prefix="edge-footage-") as bank:
+        return _replay(clip, model, fps, {"feedback": {"dir": bank}} | overrides)
+
+
+def _replay(clip: Path, model: Path, fps: float, overrides: dict[str, dict[str, Any]]) -> ClipResult:
     cfg = daemon_config(clip, model, fps, overrides)
     sink = RecordingSink()
     times: list[float] = []

@@ -59,7 +59,7 @@ def write_config(tmp_path: Path, source: str | Path, model: Path, extra: str = "
         on_frames = 3
         window = 5
         off_delay = 2.0
-        """) + extra)
+        """) + extra + ("" if "[feedback]" in extra else f'[feedback]\ndir = "{tmp_path / "feedback"}"\n'))
     return path
 
 

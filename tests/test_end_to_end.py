@@ -77,6 +77,8 @@ threads = 2
 on_frames = 3
 window = 5
 off_delay = 3.0
+[feedback]
+dir = "{tmp_path / 'feedback'}"
 [mqtt]
 host = "{mosquitto.host}"
 port = {mosquitto.port}

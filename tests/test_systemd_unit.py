@@ -111,7 +111,7 @@ def test_runtime_tolerates_memory_deny_write_execute(tmp_path: Path, brightness_
     for source in (frames, video):
         config = tmp_path / "config.toml"
         config.write_text(f'[camera]\nsource = "{source}"\n[model]\npath = "{brightness_model}"\n'
-                          f'threads = 2\n[detect]\noff_delay = 0.5\n')
+                          f'threads = 2\n[detect]\noff_delay = 0.5\n[feedback]\nenabled = false\n')
         code = textwrap.dedent(f"""
             import ctypes, sys
             assert ctypes.CDLL(None, use_errno=True).prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) == 0
