@@ -45,7 +45,7 @@ FALSE_ALARM, MISSED = "false_alarm", "missed"
 COMMANDS = (FALSE_ALARM, MISSED)
 MAX_EPISODE_EMBEDDINGS = 256     # per episode; when full, every other one is dropped (spread over the episode)
 MAX_EPISODE_IMAGES = 6           # frames of an episode kept for JPEGs: positive frames 1, 2, 4, 8, … (the last 6)
-MAX_MISSED_VIEWS = 32            # views one `missed` teaches at most (spread over the span)
+MAX_MISSED_VIEWS = 64            # views one `missed` teaches at most: the span's whole views, then crops
 QUIET_HOLD = 2.0                 # seconds the scene must stay still, nothing present, for a quiet frame
 
 
@@ -253,8 +253,12 @@ class FeedbackController:
         views = [v for _, v in self._recent] or [v for v in scored.views if v.embedding is not None]
         if not views:
             return "missed: the model gave no embedding"
-        if len(views) > MAX_MISSED_VIEWS:
-            views = [views[i] for i in np.linspace(0, len(views) - 1, MAX_MISSED_VIEWS).round().astype(int)]
+        if len(views) > MAX_MISSED_VIEWS:     # every whole view of the span; the crops thinned evenly to fit
+            whole = [v for v in views if v.kind == "whole"][:MAX_MISSED_VIEWS]
+            crops = [v for v in views if v.kind != "whole"]
+            room = MAX_MISSED_VIEWS - len(whole)
+            views = whole + ([crops[i] for i in np.linspace(0, len(crops) - 1, room).round().astype(int)]
+                             if room > 0 and crops else [])
         result = self.bank.add_positives(np.stack([v.embedding for v in views]),
                                          [v.margin - v.adjustment for v in views],
                                          [f"missed {iso_utc(frame.t)} {v.kind} {v.box.as_list()}" for v in views])

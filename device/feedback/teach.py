@@ -10,7 +10,8 @@ the whole view, and the crops where the wide-view crops are on), with the bank a
 frames and flagging the clip live give the same bank:
 - `--not` adds every view at or over its threshold (what a live false alarm adds), or the photo's closest view
   when none is;
-- `--is` adds the photo's best view, with its margin (how far under the threshold it was);
+- `--is` adds the photo's whole view and, where the crops are on, its best crop, each with its margin (how far
+  under the threshold it was);
 - `--background` adds the whole view and its margin.
 Unreadable images are named on one line each and skipped. Use the MQTT buttons for what the camera just saw (the
 daemon has the exact views); use `teach` for photos or frames you collected, and for the background.
@@ -71,8 +72,9 @@ def views_to_teach(views: list[Any], kind: str) -> list[Any]:
     if kind == "not":
         firing = [v for v in views if v.margin >= 0]
         return firing or [best]
-    if kind == "is":
-        return [best]
+    if kind == "is":     # what a flag keeps of a frame: its whole view, and where crops are on the best crop
+        crops = [v for v in views[1:] if v.kind != "whole"]
+        return [views[0]] + ([max(crops, key=lambda v: v.margin)] if crops else [])
     return [views[0]]          # background: the whole view
 
 
