@@ -279,10 +279,12 @@ def readme_block(results: dict) -> str:
             + "; figures from `benchmarks/results/accuracy.json`. Dev: train on dogs 000000-000397, test the other "
               "170 dogs vs 589 no-dog photos (156 cats); CIFAR-10: train on the first 700 dogs, test the other 300 vs "
               "999 non-dogs (111 cats). int8 = `model.tflite` scored by the device's `FrameScorer.score_still`; "
-              "pipeline `whole` = the whole view only, `default` = the daemon's default config (whole view + every "
-              "sweep crop, crop hits checked by their zoomed partners, crops at `threshold_crop`); recall and false "
-              "alarms at the threshold calibrated in `model.json`; Spearman = float vs int8 on the calibration "
-              "views, from `model.json`, and on the test photos' whole view (the `whole` rows); train s = wall "
+              "pipeline `whole` = the daemon's default (the whole view), `crops` = the whole view + every sweep "
+              "crop, crop hits checked by their zoomed partners, crops at `threshold_crop` (the wide-view crops, "
+              "the default before this version), `wide` = crops with `[detect] crop_recall = 0.75`; recall and false "
+              "alarms at the threshold calibrated in `model.json`; Spearman = float vs int8 on the crop views and on "
+              "the whole views export records in `model.json`, and on the test photos' whole view (the `whole` "
+              "rows); train s = wall "
               "time of `train()` including int8 export, on a shared 2-core machine; "
               "int8 ms = median of 100 invokes per model, all models timed round-robin in the same run.")
     return table(results) + "\n\n" + note
