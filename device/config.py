@@ -107,6 +107,11 @@ class DetectConfig(ScoringSettings):
 class SnapshotConfig:
     enabled: bool = True
     dir: str | None = None              # also save the JPEG of every episode start here
+    keep: int = 1000                    # ... the newest this many (oldest removed; 0 = keep all)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.keep <= 10_000_000:
+            raise ValueError(f"snapshot.keep must be 0 (keep all) or a number of snapshots, got {self.keep}")
 
 
 @dataclass

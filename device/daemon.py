@@ -357,7 +357,7 @@ class Daemon:
             log.warning("snapshot: %s", exc)
             return None
         if self.cfg.snapshot.dir:
-            save_snapshot(self.cfg.snapshot.dir, change.event.label, best.t, jpeg)
+            save_snapshot(self.cfg.snapshot.dir, change.event.label, best.t, jpeg, self.cfg.snapshot.keep)
         return jpeg if self.cfg.snapshot.enabled else None
 
     def _fan_out(self, sinks: list[Sink], change: StateChange, jpeg: bytes | None) -> None:

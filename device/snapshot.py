@@ -11,11 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_oneclass.device.state_files import atomic_write
+from edge_oneclass.device.state_files import atomic_write, remove_oldest
 
 log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# what snapshot_name writes: only these files are ever pruned, never anything else in the folder
+_NAME = re.compile(r"^[A-Za-z0-9_-]+_(\d{8}T\d{6}\.\d{3}Z)\.jpg$")
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
@@ -37,8 +39,9 @@ def snapshot_name(label: str, t: float) -> str:
     return f"{slug}_{stamp.strftime('%Y%m%dT%H%M%S')}.{stamp.microsecond // 1000:03d}Z.jpg"
 
 
-def save_snapshot(dir: str | os.PathLike[str], label: str, t: float, jpeg: bytes) -> Path | None:
-    """Write the JPEG (atomically, via a temporary file); on a full or read-only disk log and return None,
+def save_snapshot(dir: str | os.PathLike[str], label: str, t: float, jpeg: bytes, keep: int = 0) -> Path | None:
+    """Write the JPEG (atomically, via a temporary file) and keep only the newest `keep` snapshots in the folder
+    (0: all), so months of episodes cannot fill the SD card; on a full or read-only disk log and return None,
     because a lost snapshot must never stop detection."""
     path = Path(dir) / snapshot_name(label, t)
     try:
@@ -48,4 +51,16 @@ def save_snapshot(dir: str | os.PathLike[str], label: str, t: float, jpeg: bytes
                     path, exc.strerror or exc)
         return None
     log.info("snapshot: saved %s", path)
+    if keep > 0:
+        prune_snapshots(path.parent, keep)
     return path
+
+
+def prune_snapshots(dir: Path, keep: int) -> int:
+    """Remove the oldest snapshots (by the time in their name, any label) beyond `keep`; other files stay."""
+    try:
+        names = [(m.group(1), p) for p in dir.iterdir() if (m := _NAME.match(p.name))]
+    except OSError as exc:
+        log.warning("snapshot: cannot list %s to remove old snapshots (%s)", dir, exc.strerror or exc)
+        return 0
+    return remove_oldest([p for _stamp, p in sorted(names)], keep)

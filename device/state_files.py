@@ -43,6 +43,17 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def remove_oldest(files_oldest_first: list[Path], keep: int) -> int:
+    """Delete all but the last `keep` of the files (the newest): the one way a bounded folder (kept frames,
+    snapshots) stays bounded. A file that cannot be deleted is left; returns how many were deleted."""
+    removed = 0
+    for old in files_oldest_first[:max(0, len(files_oldest_first) - keep)]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+            removed += 1
+    return removed
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes | Writer, mode: int | None = None) -> Path:
     """Write `data` (bytes, or a function that writes to a binary file) to `path` atomically and durably. The file
     keeps the mode of the one it replaces (or gets `mode`, or the process's usual mode for a new file).

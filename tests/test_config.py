@@ -94,6 +94,7 @@ def test_the_shipped_example_parses(tmp_path: Path) -> None:
     ("[detect]\non_frames = 6\nwindow = 5\n", "detect.on_frames"),
     ("[detect]\noff_delay = -1\n", "detect.off_delay"),
     ("[log]\nlevel = \"chatty\"\n", "log.level"),
+    ("[snapshot]\nkeep = -1\n", "snapshot.keep"),
     ("[cameras]\nfps = 5\n", "[cameras]"),
     ("fps = 5\n", "[fps]"),
     ("camera = 5\n", "camera"),

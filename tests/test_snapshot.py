@@ -1,4 +1,4 @@
-"""Snapshots: colour order survives the JPEG round trip; a bad directory never raises."""
+"""Snapshots: colour order survives the JPEG round trip; a bad directory never raises; the folder stays bounded."""
 
 from __future__ import annotations
 
@@ -60,3 +60,19 @@ def test_save_into_proc_returns_none_even_as_root(caplog):
     with caplog.at_level(logging.WARNING, logger="edge_oneclass.device.snapshot"):
         assert save_snapshot("/proc/edge-snapshots", "dog", 0.0, b"x") is None
     assert "cannot write /proc/edge-snapshots/dog_19700101T000000.000Z.jpg" in caplog.text
+
+
+def test_the_snapshot_folder_keeps_the_newest_and_nothing_else_is_touched(tmp_path):
+    """Months of episodes on an SD card: only the newest `keep` snapshots stay, whatever their label (a model
+    push can rename it), and the user's own files in that folder are never removed."""
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    (snaps / "holiday.jpg").write_bytes(b"mine")
+    (snaps / "notes.txt").write_text("mine too")
+    times = [1_714_560_000.0 + 60 * i for i in range(6)]
+    for i, t in enumerate(times):
+        assert save_snapshot(snaps, "dog" if i % 2 else "parcel", t, b"\xff\xd8", keep=3) is not None
+    names = [snapshot_name("dog" if i % 2 else "parcel", t) for i, t in enumerate(times)]
+    assert sorted(p.name for p in snaps.iterdir()) == sorted(names[-3:] + ["holiday.jpg", "notes.txt"])
+    save_snapshot(snaps, "dog", times[-1] + 60, b"\xff\xd8", keep=0)      # 0 keeps them all
+    assert len(list(snaps.glob("*Z.jpg"))) == 4

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
 
-from edge_oneclass.device.state_files import atomic_write
+from edge_oneclass.device.state_files import atomic_write, remove_oldest
 
 FRAMES_DIR = "frames"      # negatives' JPEGs: `train-edge --background DIR/frames` uses them at the next retrain
 MISSED_DIR = "missed"      # positives' JPEGs: add them to the label's photos at the next retrain
@@ -34,7 +33,4 @@ class FrameStore:
         return path
 
     def prune(self) -> None:
-        files = sorted(self.dir.glob("*.jpg"))
-        for old in files[:max(0, len(files) - self.max_files)]:
-            with contextlib.suppress(OSError):
-                old.unlink()
+        remove_oldest(sorted(self.dir.glob("*.jpg")), self.max_files)
