@@ -95,19 +95,35 @@ def dev_names(start: int, stop: int) -> list[str]:
     return [f"{i:06d}.jpg" for i in range(start, stop)]
 
 
+def training_seed() -> int:
+    """The training seed of the suite's model (`EDGE_TEST_SEED`, default 0)."""
+    import os
+
+    raw = os.environ.get("EDGE_TEST_SEED", "0").strip() or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise pytest.UsageError(f"EDGE_TEST_SEED must be an integer (train-edge --seed), got {raw!r}") from None
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, dev_data: Path) -> Path:
     """A real model trained by `train-edge` on 80 of the dev dogs (128 px, few epochs): used by the workstation
-    tests and by the device's end-to-end replay. Returns the model directory."""
+    tests and by the device's end-to-end replay. Returns the model directory.
+
+    `EDGE_TEST_SEED` (default 0) is train-edge's `--seed`: a test that uses this model must hold for any honest
+    model, and another seed is the cheap way to get one whose last bits differ (as another CPU's would), e.g.
+    `EDGE_TEST_SEED=2 bash scripts/test.sh`."""
     import subprocess
     import sys
 
-    base = tmp_path_factory.mktemp("trained")
+    seed = training_seed()
+    base = tmp_path_factory.mktemp(f"trained-seed{seed}")
     dogs = link_images(dev_data / "dog", base / "dog", dev_names(0, 80))
     out = base / "dog-model"
     proc = subprocess.run([sys.executable, "-m", "edge_oneclass.export.workflow", str(dogs), "--out", str(out),
-                           "--image-size", "128",
-                           "--epochs", "15"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+                           "--image-size", "128", "--epochs", "15", "--seed", str(seed)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
     if proc.returncode != 0:
         pytest.fail(f"train-edge failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     (base / "train-edge.stderr").write_text(proc.stderr)    # what the user saw: tests/test_train_edge.py reads it
@@ -141,3 +157,7 @@ def persistent_mosquitto(tmp_path: Path):
     broker.start()
     yield broker
     broker.stop()
+
+
+def pytest_report_header(config) -> str:
+    return f"trained_model: train-edge --seed {training_seed()} (EDGE_TEST_SEED)"
