@@ -113,10 +113,18 @@ def trained_model(tmp_path_factory, dev_data: Path) -> Path:
 
     `EDGE_TEST_SEED` (default 0) is train-edge's `--seed`: a test that uses this model must hold for any honest
     model, and another seed is the cheap way to get one whose last bits differ (as another CPU's would), e.g.
-    `EDGE_TEST_SEED=2 bash scripts/test.sh`."""
+    `EDGE_TEST_SEED=2 bash scripts/test.sh`. `EDGE_TEST_MODEL=DIR` uses a model already trained with the command
+    below (DIR/model.tflite, DIR/../train-edge.stderr) instead, to re-run tests quickly against the same model."""
+    import os
     import subprocess
     import sys
 
+    if os.environ.get("EDGE_TEST_MODEL"):
+        given = Path(os.environ["EDGE_TEST_MODEL"])
+        if not (given / "model.tflite").is_file() or not (given.parent / "train-edge.stderr").is_file():
+            raise pytest.UsageError(f"EDGE_TEST_MODEL={given}: needs {given}/model.tflite and "
+                                    f"{given.parent}/train-edge.stderr")
+        return given
     seed = training_seed()
     base = tmp_path_factory.mktemp(f"trained-seed{seed}")
     dogs = link_images(dev_data / "dog", base / "dog", dev_names(0, 80))
@@ -160,4 +168,8 @@ def persistent_mosquitto(tmp_path: Path):
 
 
 def pytest_report_header(config) -> str:
+    import os
+
+    if os.environ.get("EDGE_TEST_MODEL"):
+        return f"trained_model: {os.environ['EDGE_TEST_MODEL']} (EDGE_TEST_MODEL)"
     return f"trained_model: train-edge --seed {training_seed()} (EDGE_TEST_SEED)"

@@ -24,12 +24,14 @@ FPS = 10
 SIZE = (320, 240)
 
 
-def _scene_names(dev_data: Path) -> list[str]:
-    """Rooms and house fronts: what an empty home camera sees."""
-    lines = (dev_data / "MANIFEST.tsv").read_text().splitlines()
-    cols = lines[0].split("\t")
-    rows = [dict(zip(cols, ln.split("\t"), strict=False)) for ln in lines[1:]]
-    return [Path(r["file"]).name for r in rows if r["label"] == "nodog" and "Houses" in r["path"]]
+# Rooms and house fronts (the Houses dataset among the dev no-dog photos): what an empty home camera sees. This test
+# checks the plumbing (MQTT, GPIO, events), so the scenes are ones any honest model scores clearly under its
+# threshold: the first 25 Houses photos whose whole view stays at least half the label's score spread under it with
+# the suite's model trained at seeds 0, 1 and 2 (checked on seeds 3 and 4: the same). Taken in manifest order, the
+# list held 000077, which scored 0.10 spreads under the threshold at seed 3: a knife's edge, not a test.
+SCENES = ["000002", "000006", "000009", "000010", "000011", "000016", "000022", "000034", "000037", "000041",
+          "000046", "000049", "000051", "000057", "000063", "000070", "000076", "000078", "000081", "000083",
+          "000084", "000086", "000095", "000096", "000099"]
 
 
 def write_video(path: Path, segments: list[tuple[list[Path], int]]) -> int:
@@ -56,7 +58,7 @@ def mock_pins():
 
 
 def test_replay_drives_mqtt_and_gpio(trained_model: Path, dev_data: Path, mosquitto, mock_pins, tmp_path: Path):
-    scenes = [dev_data / "nodog" / n for n in _scene_names(dev_data)]
+    scenes = [dev_data / "nodog" / f"{n}.jpg" for n in SCENES]
     dogs = [dev_data / "dog" / f"{i:06d}.jpg" for i in range(400, 412)]  # held out: never seen in training
     video = tmp_path / "driveway.avi"
     n_frames = write_video(video, [(scenes[:5], 2), (dogs, 4), (scenes[5:25], 4)])

@@ -31,9 +31,13 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 COLOUR = FIXTURES / "colour" / "model.tflite"
 FPS = 5.0
 WIDTH, HEIGHT = 640, 360
-SCENE = "nodog/000010.jpg"     # a house front
+SCENE = "nodog/000011.jpg"     # a house front
 DOG = "dog/000500.jpg"         # a held-out dev dog: the session model never saw it
 DOG_WIDTH = 0.2                # of the frame width: the whole view misses it
+# Chosen with a clear margin for any honest model, not for one set of bits: with models trained at seeds 0-2 (and
+# checked on seeds 3-4), the noisy dog frames' whole view stays at least 0.5 of the label's score spread under the
+# threshold (the kitchen 000010 used before sat 0.06 spreads under it at seed 1), and the dog's view is no closer
+# to the empty scene's than cosine 0.9, far from the bank's gates.
 
 
 def frame_with(dev: Path, dog: bool) -> np.ndarray:
@@ -178,3 +182,32 @@ def test_a_bank_written_by_the_previous_version_still_loads(tmp_path: Path) -> N
     bank.add_scene(bank.negatives[:1], [-0.5], ["quiet"])               # any change writes the current version
     state, _, version = read_bank(tmp_path / "bank.npz")
     assert version == BANK_VERSION == 2 and len(state.positives) == 1 and len(state.scene) == 1
+
+
+def test_a_camera_whose_empty_scene_scores_near_the_threshold_still_takes_a_missed_flag(colour_bank) -> None:
+    """An empty view already within the safety band may take no lift at all, but a positive that does not reach it
+    is safe: it is accepted and leaves that view unlifted (it used to be refused as 'as close to the empty scene as
+    to itself', whatever the similarity: on such a camera no missed flag was ever learnt)."""
+    bank, embed = colour_bank
+    missed, empty = embed((120, 120, 60)), embed((120, 60, 60))       # an empty scene unlike the dog (cosine ~0.78)
+    assert float(missed @ empty) < 0.85
+    near = -0.1 * bank.spread                                         # inside POS_SAFETY (0.25) spreads
+    bank.add_scene(empty[None], [near], ["quiet near the threshold"])
+    result = bank.add_positives(missed[None], [-0.3], ["missed"])
+    assert result.added == 1 and not result.refused, result.summary("positive")
+    assert bank.adjust(empty) == 0.0                                  # the empty view gets no lift
+    assert bank.adjust(missed) > 0.3                                  # the missed view is lifted over the threshold
+
+
+def test_a_missed_flag_overrules_the_quiet_frames_kept_of_the_scene_it_names(colour_bank) -> None:
+    """A dog lying still, never detected, is kept as a quiet frame too. Two noisy frames of one still scene are
+    0.96-0.99 apart (by the model's last bits), so similarity alone cannot tell those frames from the empty scene:
+    the controller names the quiet frames kept since the scene last changed, and they leave the reservoir."""
+    bank, embed = colour_bank
+    lying, still_frame, night = embed((120, 120, 60)), embed((120, 100, 60)), embed((20, 20, 20))
+    assert float(lying @ still_frame) < 0.98                          # under QUIET_YIELD: not yielded by similarity
+    bank.add_scene(np.stack([still_frame, night]), [-0.1, -0.4], ["quiet dog lying", "quiet night"])
+    result = bank.add_positives(lying[None], [-0.3], ["missed"], contradicted=["quiet dog lying"])
+    assert result.added == 1 and result.yielded == 1 and not result.shrunk, result.summary("positive")
+    assert bank.state.scene_sources == ("quiet night",)
+    assert bank.adjust(lying) > 0.3

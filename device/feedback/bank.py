@@ -28,10 +28,12 @@ Positives (the views of a missed dog, or photos taught with `teach --is`), symme
   camera's own quiet frames and the user's background photos (`scene`, kept with their margins), is lifted to
   within `POS_SAFETY` spreads of the threshold. A positive is thereby shrunk; one whose gate would exceed
   `GATE_MAX` is refused, with the reason naming what it looks like.
-- The user's word wins over the reservoir: the daemon's own quiet frames as close to a taught positive as
-  `QUIET_YIELD` (a dog lying still that was never detected is "quiet" too) leave the reservoir instead of
-  blocking it, and a new quiet frame that close to a positive is not kept. The user's background photos never
-  yield.
+- The user's word wins over the reservoir: a dog lying still that was never detected is "quiet" too. The daemon's
+  own quiet frames the flag contradicts (the controller names those kept while the scene stayed as it is now) and
+  those as close to a taught positive as `QUIET_YIELD` leave the reservoir instead of blocking it, and a new quiet
+  frame that close to a positive is not kept. The user's background photos never yield. The similarity alone is
+  not enough: two noisy frames of one still scene are 0.96-0.99 apart in cosine, depending on the model's last
+  bits, so a still dog's own quiet frames could block its flag on one machine and not on another.
 
 Changes merge with the file under an flock (the daemon and `edge-device teach` both write), are saved atomically
 (`bank_file`), and a change that cannot be saved is undone in memory too. A corrupt file is set aside
@@ -254,7 +256,9 @@ class FeedbackBank:
         gates = self._pos_base_gates(positives, state)
         if len(positives) and len(state.scene) and self.spread is not None:
             sims = state.scene @ positives.T                                   # (scene, positives)
-            allowed = -POS_SAFETY * self.spread - state.scene_margins          # the lift each empty view may take
+            # the lift each empty view may take: none for one already within POS_SAFETY spreads of the threshold
+            # (a camera whose empty scene scores close to it), which a gate above its similarity still leaves
+            allowed = np.maximum(-POS_SAFETY * self.spread - state.scene_margins, 0.0)
             for k in np.flatnonzero(lifts > 0):
                 gates[k] = self._lowest_safe_gate(sims[:, k], allowed, float(lifts[k]), float(gates[k]))
         lifts = np.where(gates > GATE_MAX, 0.0, lifts).astype(np.float32)
@@ -352,9 +356,11 @@ class FeedbackBank:
         return result
 
     def add_positives(self, embeddings: np.ndarray, margins: Sequence[float], sources: Sequence[str],
-                      now: float | None = None) -> TeachResult:
+                      now: float | None = None, contradicted: Sequence[str] = ()) -> TeachResult:
         """Add views the user said are the label (`margins`: each view's score minus its threshold when taught):
-        shrunk or refused where they would lift a known empty view, saved; the newest `max_positives` are kept."""
+        shrunk or refused where they would lift a known empty view, saved; the newest `max_positives` are kept.
+        `contradicted`: sources of the daemon's quiet frames the user's word overrules (kept of the very scene
+        the user now says shows the label)."""
         result = TeachResult()
         if not len(embeddings):
             return result
@@ -362,8 +368,12 @@ class FeedbackBank:
         margins = np.asarray(margins, np.float64)
         with self._changing():
             s = self.state
-            # the user's word wins over the daemon's own quiet frames: those like the views leave the reservoir
-            yielding = (~s.scene_user) & ((s.scene @ cand.T).max(axis=1) >= QUIET_YIELD) if len(s.scene) else None
+            # the user's word wins over the daemon's own quiet frames: those it contradicts or like the views leave
+            yielding = None
+            if len(s.scene):
+                overruled = set(contradicted)
+                named = np.array([src in overruled for src in s.scene_sources], bool)
+                yielding = (~s.scene_user) & (named | ((s.scene @ cand.T).max(axis=1) >= QUIET_YIELD))
             if yielding is not None and yielding.any():
                 result.yielded = int(yielding.sum())
                 s = self._scene_rows(s, ~yielding)

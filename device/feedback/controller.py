@@ -89,6 +89,7 @@ class FeedbackController:
         self._still_since: float | None = None               # when the scene last changed
         self._quiet: tuple[float, Any] | None = None         # the last scored frame's whole view, while absent
         self._last_quiet_kept = -float("inf")
+        self._quiet_of_this_scene: list[str] = []            # quiet frames kept since the scene last changed
 
     @classmethod
     def create(cls, cfg: Config, model: RunningModel) -> FeedbackController | None:
@@ -136,6 +137,7 @@ class FeedbackController:
             self._pre.clear()
         self._recent.clear()             # the old model's views and margins mean nothing to the new one
         self._quiet = None
+        self._quiet_of_this_scene = []   # another bank's rows
         log.info("feedback (new model): %s", bank.describe())
         return True
 
@@ -192,6 +194,7 @@ class FeedbackController:
             self._recent.popleft()        # too old, or from before a clock step back
         if scored.changed or self._still_since is None or t < self._still_since:
             self._still_since = t
+            self._quiet_of_this_scene = []
         whole = scored.views[0] if scored.views else None
         if present or whole is None or whole.embedding is None or whole.margin >= 0:
             self._quiet = None
@@ -202,9 +205,10 @@ class FeedbackController:
                 and not 0 <= t - self._last_quiet_kept < self.cfg.quiet_every and self.cfg.max_quiet > 0):
             qt, view = self._quiet
             self._last_quiet_kept, self._quiet = t, None
+            source = f"quiet {iso_utc(qt)}"
             try:
-                self.bank.add_scene(view.embedding[None, :], [view.margin - view.adjustment],
-                                    [f"quiet {iso_utc(qt)}"])
+                if self.bank.add_scene(view.embedding[None, :], [view.margin - view.adjustment], [source]).added:
+                    self._quiet_of_this_scene.append(source)
             except OSError as exc:
                 log.warning("feedback: cannot keep a quiet frame in %s (%s)", self.bank.dir, exc.strerror or exc)
 
@@ -259,9 +263,12 @@ class FeedbackController:
             room = MAX_MISSED_VIEWS - len(whole)
             views = whole + ([crops[i] for i in np.linspace(0, len(crops) - 1, room).round().astype(int)]
                              if room > 0 and crops else [])
+        # the quiet frames kept while the scene stayed as it is now showed what the user says is the label
         result = self.bank.add_positives(np.stack([v.embedding for v in views]),
                                          [v.margin - v.adjustment for v in views],
-                                         [f"missed {iso_utc(frame.t)} {v.kind} {v.box.as_list()}" for v in views])
+                                         [f"missed {iso_utc(frame.t)} {v.kind} {v.box.as_list()}" for v in views],
+                                         contradicted=self._quiet_of_this_scene)
+        self._quiet_of_this_scene = []
         self._keep(self.missed_frames, frame.image, "missed", frame.t)
         for source, reason in result.refused[:3]:
             log.warning("feedback: refused %s: %s", source, reason)
