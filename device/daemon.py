@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 FrameObserver = Callable[[Frame, FrameScore, bool], None]
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 BACKOFF_MAX_S = 30.0
+FIRST_CONNECT_WAIT_S = 5.0   # at start-up, for the broker's first CONNACK (a dead broker costs this once)
 
 
 def cpu_temperature(path: Path = THERMAL_ZONE) -> float | None:
@@ -57,6 +58,7 @@ def build_sinks(cfg: Config, info: ModelInfo) -> list[Sink]:
 
         mqtt_sink = MqttSink(cfg.mqtt, info)
         mqtt_sink.start()
+        mqtt_sink.wait_connected(FIRST_CONNECT_WAIT_S)
         sinks.append(mqtt_sink)
     else:
         sinks.append(StdoutSink(info))

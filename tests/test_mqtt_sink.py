@@ -355,6 +355,25 @@ def test_broker_down_at_startup(make_sink, mosquitto, caplog):
     assert retained(mosquitto, sink.state_topic).text == "ON"
 
 
+def test_the_daemon_waits_briefly_for_the_broker_so_a_runs_first_state_is_delivered(make_sink, mosquitto, caplog):
+    """A replayed file can reach its first decision before the CONNACK (seen on a loaded machine: the first OFF
+    never reached the broker). The daemon waits for the first connection, bounded, and says when it gave up."""
+    caplog.set_level(logging.WARNING, logger="edge_oneclass.device.sinks.mqtt")
+    sink = make_sink()
+    assert sink.wait_connected(WAIT) and sink.connected
+    sub = Subscriber(mosquitto, [sink.state_topic])
+    try:
+        sink.state_changed(change(True))
+        sub.wait_for(sink.state_topic, lambda m: m.text == "ON")
+    finally:
+        sub.close()
+    assert [m.text for m in sub.on(sink.state_topic)][:1] == ["OFF"]   # the connect's OFF came before the ON
+    mosquitto.stop()
+    late = make_sink()
+    assert not late.wait_connected(0.5)
+    assert any("no connection" in r.getMessage() and "starting anyway" in r.getMessage() for r in caplog.records)
+
+
 # -- probe ---------------------------------------------------------------------------------------------------
 
 def test_probe_broker_ok(mosquitto):

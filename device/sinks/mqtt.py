@@ -62,6 +62,7 @@ class MqttSink(Sink):
         self._closing = False
         self._started = False
         self._failures = 0
+        self._first_connect = threading.Event()  # set by the first accepted connection
         self._kept: dict[str, str | bytes] = {}  # retained status messages re-asserted on every connect
 
         client_id = cfg.client_id or f"edge-{cfg.device_id}-{self.topics.label_slug}"
@@ -165,6 +166,15 @@ class MqttSink(Sink):
         self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self._client.loop_start()
 
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait (bounded) for the first accepted connection, so the first state and events of a run reach the
+        broker instead of racing it: a replayed file can reach its first episode before the CONNACK arrives."""
+        if self._first_connect.wait(timeout):
+            return True
+        log.warning("mqtt: no connection to %s:%d after %.0f s; starting anyway, still trying (events wait in a "
+                    "bounded queue)", self.cfg.host, self.cfg.port, timeout)
+        return False
+
     def close(self) -> None:
         """Publish `offline` (retained), wait for it briefly, then disconnect; a clean exit sends no last will."""
         with self._lock:
@@ -245,6 +255,7 @@ class MqttSink(Sink):
             if self._snapshot_pending and self._last_snapshot is not None:
                 self._snapshot_pending = not self._publish(self.snapshot_topic, self._last_snapshot, retain=True)
             self._publish_state()
+        self._first_connect.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._log_failure("cannot connect; is mosquitto running? check [mqtt] host/port; retrying")
